@@ -1,0 +1,87 @@
+"""The `vidmill` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _curate(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.curate import Curation, format_summary
+
+    config = load_config(args.config, args.set)
+    try:
+        summary = Curation(args.input, args.output, config, progress=not args.no_progress).run(args.address)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished inputs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(format_summary(summary))
+    return 0
+
+
+def _samples(args: argparse.Namespace) -> int:
+    from pipeline.samples import GROUND_TRUTH, write_samples
+
+    truth = write_samples(args.dir)
+    print(f"wrote {len(truth['files'])} sample inputs and {GROUND_TRUTH} to {args.dir}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from pipeline.config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.set)), end="")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    from model.sizes import describe
+
+    print(json.dumps(describe(args.name), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidmill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    curate = sub.add_parser("curate", help="curate a bucket of raw videos into shards and a manifest")
+    curate.add_argument("input", help="a directory, file, file://, s3:// or gs:// URI")
+    curate.add_argument("output", help="output directory")
+    curate.add_argument("--config", help="YAML file overriding configs/curate.yaml defaults")
+    curate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set shots.detector=content")
+    curate.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
+    curate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    curate.set_defaults(func=_curate)
+
+    samples = sub.add_parser("samples", help="write the synthetic sample bucket with ground truth")
+    samples.add_argument("dir")
+    samples.set_defaults(func=_samples)
+
+    config = sub.add_parser("config", help="print the effective curation config as YAML")
+    config.add_argument("--config")
+    config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    config.set_defaults(func=_config)
+
+    model = sub.add_parser("model", help="model registry")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    info = model_sub.add_parser("info", help="print a model size's configuration and parameter count")
+    info.add_argument("name")
+    info.set_defaults(func=_model_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"vidmill: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

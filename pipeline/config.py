@@ -1,0 +1,160 @@
+"""Curation config: dataclasses hold the defaults; YAML files and `--set key=value` override them.
+
+configs/curate.yaml is these defaults written out (`vidmill config`); a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class SourceConfig:
+    extensions: list[str] = field(
+        default_factory=lambda: [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".ts", ".mpg", ".flv"]
+    )
+    recursive: bool = True
+    storage_options: dict = field(default_factory=dict)  # passed to fsspec (e.g. endpoint_url, anon)
+
+
+@dataclass
+class DecodeConfig:
+    threads: int = 0  # 0: let FFmpeg pick; decoding uses frame + slice threads
+    tap_fps: float = 2.0  # frame taps for the scoring stages
+    tap_short_side: int = 256
+    input_timeout_s: float = 600.0  # a hung or runaway decode becomes an error row
+
+
+@dataclass
+class ShotConfig:
+    detector: str = "adaptive"  # adaptive | content
+    min_scene_len: int = 15  # frames
+    adaptive_threshold: float = 2.0
+    min_content_val: float = 10.0
+    window_width: int = 2
+    content_threshold: float = 27.0
+    luma_only: bool = False
+
+
+@dataclass
+class SpanConfig:
+    min_s: float = 2.0
+    max_s: float = 10.0
+    trim_s: float = 0.25
+    min_short_side: int = 256
+
+
+@dataclass
+class TranscodeConfig:
+    fps: float = 24.0
+    short_side: int = 480  # never upscales
+    codec: str = "libx264"
+    crf: int = 23
+    preset: str = "veryfast"
+    clips_per_task: int = 32
+
+
+@dataclass
+class ShardConfig:
+    max_bytes: int = 500 * 1024 * 1024
+    max_samples: int = 1000
+
+
+@dataclass
+class StageResources:
+    num_cpus: float = 0.5
+    num_gpus: float = 0.0
+    concurrency: int = 2
+
+
+@dataclass
+class RayConfig:
+    analyze: StageResources = field(default_factory=StageResources)
+    transcode: StageResources = field(default_factory=StageResources)
+    max_in_flight_per_actor: int = 2
+
+
+@dataclass
+class CurateConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    spans: SpanConfig = field(default_factory=SpanConfig)
+    transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, *sections: str) -> str:
+        """Stable text of the named sections: work done under another fingerprint is redone."""
+        data = self.to_dict()
+        return json.dumps({name: data[name] for name in sections}, sort_keys=True)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"unknown config key {where}{key!r}; known: {sorted(known)}")
+        default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
+            else known[key].default
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {where}{key} must be a mapping")
+            kwargs[key] = _build(type(default), value, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, default, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"{name} must be a boolean, got {value!r}")
+            return value.lower() in ("true", "1", "yes")
+        return bool(value)
+    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+        try:
+            return type(default)(value)
+        except ValueError as exc:
+            raise ValueError(f"{name} must be a number, got {value!r}") from exc
+    if isinstance(default, float):
+        return float(value)
+    return value
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> CurateConfig:
+    """Defaults, then the YAML file, then `key=value` overrides (values parsed as YAML)."""
+    data: dict[str, Any] = {}
+    if path:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file must hold a mapping")
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    return _build(CurateConfig, data, "")
+
+
+def dump_config(config: CurateConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,219 @@
+"""`vidmill curate`: list the bucket, run the stages on Ray, write shards, tables and run.json.
+
+Inputs that are complete under the same config are skipped, so re-running a killed command
+finishes the rest and gives the same manifest as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline import __version__
+from pipeline.analyze import Analysis, AnalyzeInput, error_analysis
+from pipeline.config import CurateConfig
+from pipeline.ray_plan import ActorPool, Done, init_ray, run_pools
+from pipeline.sources import InputRef, list_inputs
+from pipeline.stage import StageStats
+from pipeline.transcode import ClipBatch, ClipSpan, TranscodeClips
+from pipeline.workdir import WorkDir, atomic_write
+from pipeline.writers import INPUTS_SCHEMA, MANIFEST_SCHEMA, SHOTS_SCHEMA, write_shards, write_table
+
+WORK_SECTIONS = ("source", "decode", "shots", "spans", "transcode")
+
+
+@dataclass
+class _InFlight:
+    analysis: Analysis
+    batches_left: int
+    videos: dict[str, bytes] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    retryable: bool = False
+
+
+def clip_batches(analysis: Analysis, size: int) -> list[ClipBatch]:
+    """Candidate clips with no reject reason so far, in batches of at most `size` spans."""
+    spans = [ClipSpan(c["clip_id"], c["start_s"], c["end_s"]) for c in analysis.clips if not c["reject_reasons"]]
+    row = analysis.input
+    return [ClipBatch(row["input_id"], row["source_uri"], tuple(spans[i:i + size]))
+            for i in range(0, len(spans), size)]
+
+
+class Curation:
+    def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True):
+        self.input_uri, self.output, self.config = input_uri, Path(output), config
+        self.progress = progress
+        self.work = WorkDir(self.output, config.fingerprint(*WORK_SECTIONS))
+        self.records: dict[str, dict[str, Any]] = {}
+        self.stats = {"analyze": StageStats(), "transcode": StageStats()}
+        self.resumed = 0
+
+    def run(self, address: str | None = None) -> dict[str, Any]:
+        started = time.time()
+        self.output.mkdir(parents=True, exist_ok=True)
+        refs = list_inputs(self.input_uri, self.config.source)
+        todo = []
+        for ref in refs:
+            record = self.work.load(ref.input_id)
+            if record is None:
+                todo.append(ref)
+            else:
+                self.records[ref.input_id] = record
+        self.resumed = len(refs) - len(todo)
+        if todo:
+            init_ray(address)
+            self._process(todo)
+        return self._finalize(refs, started)
+
+    # -- streaming over Ray -------------------------------------------------------------------
+    def _process(self, todo: list[InputRef]) -> None:
+        cfg = self.config
+        analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze, cfg.decode.input_timeout_s)
+        transcode = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode,
+                              cfg.decode.input_timeout_s)
+        in_flight: dict[str, _InFlight] = {}
+        bars = {"inputs": tqdm(total=len(todo), desc="inputs", unit="video", disable=not self.progress),
+                "clips": tqdm(total=0, desc="clips ", unit="clip", disable=not self.progress)}
+
+        def on_done(pool: ActorPool, done: Done) -> None:
+            stats = self.stats[pool.name]
+            stats.items += 1
+            stats.busy_s += done.seconds
+            if done.error:
+                stats.errors += 1
+                stats.timeouts += "timed out" in done.error
+                stats.worker_deaths += "worker died" in done.error
+            if pool is analyze:
+                analysis = error_analysis(done.item, done.error) if done.error else done.value
+                state = _InFlight(analysis, 0, retryable=done.retryable)
+                for batch in clip_batches(analysis, cfg.transcode.clips_per_task):
+                    transcode.submit(done.tag, batch)
+                    state.batches_left += 1
+                    bars["clips"].total += len(batch.clips)
+                    bars["clips"].refresh()
+                in_flight[done.tag] = state
+            else:
+                state = in_flight[done.tag]
+                state.batches_left -= 1
+                state.retryable |= done.retryable
+                if done.error:
+                    state.errors.update({span.clip_id: done.error for span in done.item.clips})
+                else:
+                    state.videos.update(done.value.videos)
+                    state.errors.update(done.value.errors)
+                    stats.add({"frames_out": done.value.frames_out})
+                bars["clips"].update(len(done.item.clips))
+            if state.batches_left == 0:
+                self._store(in_flight.pop(done.tag))
+                bars["inputs"].update(1)
+
+        try:
+            run_pools(analyze, ((ref.input_id, ref) for ref in todo), on_done, [analyze, transcode])
+        finally:
+            for bar in bars.values():
+                bar.close()
+            analyze.shutdown()
+            transcode.shutdown()
+
+    def _store(self, state: _InFlight) -> None:
+        analysis = state.analysis
+        for clip in analysis.clips:
+            clip["error"] = state.errors.get(clip["clip_id"])
+            if clip["error"]:
+                clip["reject_reasons"].append("transcode_error")
+        input_id = analysis.input["input_id"]
+        if state.retryable:  # a worker died: report it now, redo it on the next run
+            self.records[input_id] = {"input": analysis.input, "shots": analysis.shots,
+                                      "clips": analysis.clips, "clip_files": []}
+            return
+        self.work.save(analysis, state.videos)
+        self.records[input_id] = self.work.load(input_id)
+
+    # -- outputs ------------------------------------------------------------------------------
+    def _finalize(self, refs: list[InputRef], started: float) -> dict[str, Any]:
+        inputs, shots, clips = [], [], []
+        for ref in refs:
+            record = self.records.get(ref.input_id) or asdict_record(error_analysis(ref, "not processed"))
+            inputs.append(record["input"])
+            shots += [{"input_id": ref.input_id, **asdict(s)} for s in record["shots"]]
+            files = set(record["clip_files"])
+            for clip in record["clips"]:
+                row = {**clip, "kept": not clip["reject_reasons"] and clip["clip_id"] in files,
+                       "shard": None, "key": None}
+                path = self.work.clip_path(ref.input_id, clip["clip_id"])
+                row["clip_bytes"] = path.stat().st_size if clip["clip_id"] in files else None
+                clips.append(row)
+        kept = [c for c in clips if c["kept"]]
+        write_shards(kept, lambda r: self.work.clip_path(r["input_id"], r["clip_id"]).read_bytes(),
+                     lambda r: {}, self.output / "shards", self.config.shards)
+        write_table(inputs, INPUTS_SCHEMA, self.output / "inputs.parquet")
+        write_table(shots, SHOTS_SCHEMA, self.output / "shots.parquet")
+        write_table(clips, MANIFEST_SCHEMA, self.output / "manifest.parquet")
+        summary = self._run_json(inputs, shots, clips, started)
+        atomic_write(self.output / "run.json", json.dumps(summary, indent=2, default=str).encode())
+        return summary
+
+    def _run_json(self, inputs: list[dict], shots: list[dict], clips: list[dict], started: float) -> dict:
+        wall = time.time() - started
+        video_s = sum(r["duration_s"] or 0.0 for r in inputs)
+        reasons = Counter(reason for c in clips for reason in c["reject_reasons"])
+        counts = {
+            "inputs": len(inputs), "inputs_ok": sum(r["status"] == "ok" for r in inputs),
+            "inputs_error": sum(r["status"] == "error" for r in inputs), "inputs_resumed": self.resumed,
+            "shots": len(shots), "clips": len(clips), "clips_kept": sum(c["kept"] for c in clips),
+            "clips_rejected": sum(not c["kept"] for c in clips), "reject_reasons": dict(sorted(reasons.items())),
+            "video_seconds": round(video_s, 3),
+        }
+        return {
+            "vidmill_version": __version__, "command": sys.argv, "input": self.input_uri,
+            "output": str(self.output), "config": self.config.to_dict(), "versions": versions(),
+            "counts": counts, "stages": {name: asdict(s) for name, s in self.stats.items()},
+            "wall_s": round(wall, 3),
+            "throughput": {"inputs_per_s": round(len(inputs) / wall, 4), "video_s_per_s": round(video_s / wall, 4),
+                           "clips_per_s": round(counts["clips_kept"] / wall, 4)},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        }
+
+
+def asdict_record(analysis: Analysis) -> dict[str, Any]:
+    return {"input": analysis.input, "shots": analysis.shots, "clips": analysis.clips, "clip_files": []}
+
+
+def versions() -> dict[str, str]:
+    import av
+    import cv2
+    import numpy
+    import pyarrow
+    import ray
+    import scenedetect
+    import webdataset
+
+    return {"python": platform.python_version(), "ray": ray.__version__, "av": av.__version__,
+            "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "scenedetect": scenedetect.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__,
+            "pyarrow": pyarrow.__version__, "webdataset": getattr(webdataset, "__version__", "unknown")}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    lines = [
+        f"vidmill curate: {summary['input']} -> {summary['output']}",
+        f"  inputs   {c['inputs']} ({c['inputs_ok']} ok, {c['inputs_error']} error, {c['inputs_resumed']} resumed)",
+        f"  shots    {c['shots']}",
+        f"  clips    {c['clips']} candidates, {c['clips_kept']} kept, {c['clips_rejected']} rejected",
+    ]
+    for reason, n in c["reject_reasons"].items():
+        lines.append(f"           {n:5d} {reason}")
+    t = summary["throughput"]
+    lines.append(f"  wall     {summary['wall_s']:.1f}s, {c['video_seconds']:.1f} video-s "
+                 f"({t['video_s_per_s']:.2f} video-s/s, {t['clips_per_s']:.2f} kept clips/s)")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""The one place that knows Ray: actor pools per stage, streaming between them, per-item deadlines.
+
+Each stage runs in a pool of Ray actors sized and resourced from config. The driver keeps one item in
+flight per actor, streams analysis results into transcode batches as they arrive, kills and
+replaces an actor whose item overruns its deadline (a hung decoder), and replaces an actor whose
+worker dies. Ray Data's map_batches has no per-row deadline or kill-on-hang, hence this small loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from pipeline.config import StageResources
+from pipeline.stage import Stage
+
+
+class StageActor:
+    """Holds one stage instance; `setup` runs once when the actor starts."""
+
+    def __init__(self, factory: Callable[[], Stage]):
+        self.stage = factory()
+        self.stage.setup()
+
+    def run(self, item: Any) -> tuple[Any, float]:
+        return self.stage.timed(item)
+
+
+@dataclass
+class Done:
+    tag: Any
+    item: Any
+    value: Any = None
+    seconds: float = 0.0
+    error: str | None = None
+    retryable: bool = False  # infrastructure failure: not recorded as the input's final state
+
+
+class ActorPool:
+    def __init__(self, name: str, factory: Callable[[], Stage], resources: StageResources,
+                 timeout_s: float | None = None, retries: int = 1):
+        self.name, self.factory, self.resources = name, factory, resources
+        self.timeout_s, self.retries = timeout_s, retries
+        self.remote_cls = ray.remote(StageActor).options(
+            num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_concurrency=1)
+        self.idle: list[Any] = []
+        self.n_actors = 0
+        self.queue: deque[tuple[Any, Any, int]] = deque()
+        self.busy: dict[ray.ObjectRef, tuple[Any, Any, Any, int, float]] = {}
+
+    def _spawn(self) -> None:
+        self.idle.append(self.remote_cls.remote(self.factory))
+        self.n_actors += 1
+
+    def submit(self, tag: Any, item: Any, attempt: int = 0) -> None:
+        self.queue.append((tag, item, attempt))
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue) + len(self.busy)
+
+    def _dispatch(self) -> None:
+        while self.queue and (self.idle or self.n_actors < self.resources.concurrency):
+            if not self.idle:
+                self._spawn()
+            actor = self.idle.pop()
+            tag, item, attempt = self.queue.popleft()
+            self.busy[actor.run.remote(item)] = (actor, tag, item, attempt, time.monotonic())
+
+    def _replace(self, actor: Any) -> None:
+        ray.kill(actor, no_restart=True)
+        self.n_actors -= 1
+
+    def poll(self, wait_s: float) -> list[Done]:
+        """Start queued items, then collect what finished (or overran) within `wait_s`."""
+        self._dispatch()
+        if not self.busy:
+            return []
+        ready, _ = ray.wait(list(self.busy), num_returns=len(self.busy), timeout=wait_s)
+        done = [self._collect(ref) for ref in ready]
+        if self.timeout_s:
+            now = time.monotonic()
+            for ref, (actor, tag, item, _, started) in list(self.busy.items()):
+                if now - started > self.timeout_s:
+                    del self.busy[ref]
+                    self._replace(actor)
+                    done.append(Done(tag, item, error=f"{self.name}: timed out after {self.timeout_s:.0f}s"))
+        self._dispatch()
+        return [d for d in done if d is not None]
+
+    def _collect(self, ref: ray.ObjectRef) -> Done | None:
+        actor, tag, item, attempt, started = self.busy.pop(ref)
+        try:
+            value, seconds = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            self._replace(actor)
+            if attempt < self.retries:
+                self.submit(tag, item, attempt + 1)
+                return None
+            return Done(tag, item, error=f"{self.name}: worker died: {type(exc).__name__}", retryable=True)
+        except ray.exceptions.RayTaskError as exc:
+            self.idle.append(actor)
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            return Done(tag, item, error=f"{self.name}: {type(cause).__name__}: {cause}")
+        self.idle.append(actor)
+        return Done(tag, item, value=value, seconds=seconds)
+
+    def shutdown(self) -> None:
+        for actor in self.idle + [b[0] for b in self.busy.values()]:
+            ray.kill(actor, no_restart=True)
+        self.idle, self.busy, self.n_actors = [], {}, 0
+
+
+def run_pools(first: ActorPool, items: Iterator[tuple[Any, Any]],
+              on_done: Callable[[ActorPool, Done], None], pools: list[ActorPool]) -> None:
+    """Feed `items` to `first`; `on_done` may submit follow-up work to any pool; stop when all drain."""
+    for tag, item in items:
+        first.submit(tag, item)
+    while any(p.pending for p in pools):
+        for pool in pools:
+            for done in pool.poll(wait_s=0.05 if len(pools) > 1 else 0.5):
+                on_done(pool, done)
+
+
+def init_ray(address: str | None) -> None:
+    """Local Ray on 127.0.0.1 by default; an existing cluster with --address or RAY_ADDRESS."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
+                 configure_logging=True)

@@ -1,0 +1,40 @@
+"""Clip spans: shots trimmed at both ends, long ones split into even pieces, short ones rejected."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipeline.config import SpanConfig
+from pipeline.shots import Shot
+
+
+@dataclass(frozen=True)
+class Span:
+    shot_index: int
+    piece: int
+    start_s: float
+    end_s: float
+    reject_reasons: tuple[str, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def clip_spans(shots: list[Shot], config: SpanConfig) -> list[Span]:
+    """One span per piece; a shot shorter than the minimum after trimming gives one rejected span."""
+    spans = []
+    for shot in shots:
+        start, end = shot.start_s + config.trim_s, shot.end_s - config.trim_s
+        length = end - start
+        if length < config.min_s - 1e-6:
+            start, end = shot.start_s, shot.end_s
+            spans.append(Span(shot.shot_index, 0, round(start, 6), round(end, 6), ("too_short",)))
+            continue
+        pieces = max(1, math.ceil(length / config.max_s - 1e-9))
+        step = length / pieces
+        for piece in range(pieces):
+            spans.append(Span(shot.shot_index, piece, round(start + piece * step, 6),
+                              round(start + (piece + 1) * step, 6)))
+    return spans

@@ -1,0 +1,52 @@
+"""The stage contract: a small class with one job, declared resources, and per-item bookkeeping.
+
+A stage never imports Ray; pipeline/ray_plan.py decides where and how many copies run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import StageResources
+
+
+class InputError(RuntimeError):
+    """A problem with one item's content: recorded in its row and never retried."""
+
+
+@dataclass
+class StageStats:
+    """Counts and busy time of one stage, summed over every copy that ran it."""
+
+    items: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    worker_deaths: int = 0
+    busy_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def add(self, other: dict[str, float]) -> None:
+        for key, value in other.items():
+            self.extra[key] = self.extra.get(key, 0.0) + value
+
+
+class Stage:
+    """Subclasses set `name` and implement `process(item)`; `setup` loads anything heavy once."""
+
+    name = "stage"
+
+    def __init__(self, resources: StageResources | None = None):
+        self.resources = resources or StageResources()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def process(self, item: Any) -> Any:
+        raise NotImplementedError
+
+    def timed(self, item: Any) -> tuple[Any, float]:
+        start = time.perf_counter()
+        result = self.process(item)
+        return result, time.perf_counter() - start

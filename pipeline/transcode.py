@@ -1,0 +1,124 @@
+"""Transcode clip spans to H.264 mp4 at a constant target frame rate and short side (PyAV).
+
+A batch holds up to `clips_per_task` spans of one input: the input is opened and sought once, and
+each output frame at time start + k / fps takes the latest source frame shown at that time.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+
+from pipeline.config import CurateConfig
+from pipeline.decode import DecodedFrame, DecodeError, VideoReader, scaled_to
+from pipeline.sources import open_input
+from pipeline.stage import Stage
+
+
+@dataclass(frozen=True)
+class ClipSpan:
+    clip_id: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class ClipBatch:
+    input_id: str
+    source_uri: str
+    clips: tuple[ClipSpan, ...]
+
+
+@dataclass
+class TranscodeResult:
+    videos: dict[str, bytes] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    frames_out: int = 0
+
+
+class _ClipEncoder:
+    def __init__(self, span: ClipSpan, size: tuple[int, int], fps: Fraction, cfg: CurateConfig):
+        self.span, self.fps = span, fps
+        self.n_out = max(1, round((span.end_s - span.start_s) * fps))
+        self.k = 0
+        self.buffer = io.BytesIO()
+        self.container = av.open(self.buffer, "w", format="mp4")
+        self.stream = self.container.add_stream(cfg.transcode.codec, rate=fps)
+        self.stream.width, self.stream.height = size
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": str(cfg.transcode.crf), "preset": cfg.transcode.preset}
+
+    def next_time(self) -> float:
+        return self.span.start_s + self.k / float(self.fps)
+
+    def done(self) -> bool:
+        return self.k >= self.n_out
+
+    def emit(self, image) -> None:
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = self.k
+        frame.time_base = 1 / self.fps
+        self.container.mux(self.stream.encode(frame))
+        self.k += 1
+
+    def close(self) -> bytes:
+        self.container.mux(self.stream.encode(None))
+        self.container.close()
+        return self.buffer.getvalue()
+
+
+class TranscodeClips(Stage):
+    name = "transcode"
+
+    def __init__(self, config: CurateConfig):
+        super().__init__(config.ray.transcode)
+        self.config = config
+
+    def process(self, batch: ClipBatch) -> TranscodeResult:
+        result = TranscodeResult()
+        cfg = self.config
+        fps = Fraction(cfg.transcode.fps).limit_denominator(1001)
+        source = open_input(batch.source_uri, cfg.source.storage_options)
+        try:
+            with VideoReader(source, threads=cfg.decode.threads) as reader:
+                probe = reader.probe
+                size = scaled_to((probe.display_width, probe.display_height), cfg.transcode.short_side)
+                encoders = [_ClipEncoder(span, size, fps, cfg) for span in batch.clips]
+                start = min(s.start_s for s in batch.clips)
+                end = max(s.end_s for s in batch.clips)
+                shown: DecodedFrame | None = None
+                for frame in reader.decoded(start_s=max(0.0, start - 1.0), end_s=end):
+                    if shown is not None:
+                        self._emit_until(encoders, frame.time_s, shown, size)
+                    shown = frame
+                if shown is not None:
+                    self._emit_until(encoders, float("inf"), shown, size)
+                for enc in encoders:
+                    if enc.k == 0:
+                        result.errors[enc.span.clip_id] = "no frames in span"
+                        enc.container.close()
+                        continue
+                    result.videos[enc.span.clip_id] = enc.close()
+                    result.frames_out += enc.k
+        except DecodeError as exc:
+            for span in batch.clips:
+                result.videos.pop(span.clip_id, None)
+                result.errors[span.clip_id] = f"transcode: {exc}"
+        finally:
+            if not isinstance(source, str):
+                source.close()
+        return result
+
+    @staticmethod
+    def _emit_until(encoders: list[_ClipEncoder], until_s: float, shown: DecodedFrame,
+                    size: tuple[int, int]) -> None:
+        """`shown` is on screen until `until_s`: it fills every output frame due before then."""
+        image = None
+        for enc in encoders:
+            while not enc.done() and enc.next_time() < until_s - 1e-6:
+                if image is None:
+                    image = shown.image(size)
+                enc.emit(image)

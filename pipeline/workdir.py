@@ -1,0 +1,93 @@
+"""OUTPUT/_work: per-input results and clip files, the resume markers that make re-runs safe.
+
+An input is complete when inputs/{input_id}.json exists, was made under the same config
+fingerprint, and every clip file it lists exists. The marker is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.analyze import Analysis, FrameTaps
+from pipeline.shots import Shot
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class WorkDir:
+    def __init__(self, output: Path, fingerprint: str):
+        self.root = output / "_work"
+        self.fingerprint = fingerprint
+
+    def marker(self, input_id: str) -> Path:
+        return self.root / "inputs" / f"{input_id}.json"
+
+    def clip_path(self, input_id: str, clip_id: str) -> Path:
+        return self.root / "clips" / input_id / f"{clip_id}.mp4"
+
+    def taps_path(self, input_id: str) -> Path:
+        return self.root / "taps" / f"{input_id}.npz"
+
+    def save(self, analysis: Analysis, videos: dict[str, bytes]) -> None:
+        """Persist one finished input: clip files and taps first, the marker last."""
+        input_id = analysis.input["input_id"]
+        for clip_id, data in videos.items():
+            atomic_write(self.clip_path(input_id, clip_id), data)
+        if analysis.taps.jpegs:
+            self.save_taps(input_id, analysis.taps)
+        record = {"fingerprint": self.fingerprint, "input": analysis.input,
+                  "shots": [asdict(s) for s in analysis.shots], "clips": analysis.clips,
+                  "clip_files": sorted(videos)}
+        atomic_write(self.marker(input_id), json.dumps(record).encode())
+
+    def save_taps(self, input_id: str, taps: FrameTaps) -> None:
+        lengths = np.array([len(j) for j in taps.jpegs], dtype=np.int64)
+        blob = np.frombuffer(b"".join(taps.jpegs), dtype=np.uint8)
+        path = self.taps_path(input_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, times=np.array(taps.times_s), lengths=lengths, blob=blob)
+        os.replace(tmp, path)
+
+    def load_taps(self, input_id: str) -> FrameTaps:
+        path = self.taps_path(input_id)
+        if not path.exists():
+            return FrameTaps()
+        with np.load(path) as data:
+            offsets = np.concatenate([[0], np.cumsum(data["lengths"])])
+            blob = data["blob"].tobytes()
+            jpegs = [blob[offsets[i]:offsets[i + 1]] for i in range(len(data["lengths"]))]
+            return FrameTaps(list(map(float, data["times"])), jpegs)
+
+    def load(self, input_id: str) -> dict[str, Any] | None:
+        """The stored record of a complete input made under this fingerprint, else None."""
+        path = self.marker(input_id)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if record.get("fingerprint") != self.fingerprint:
+            return None
+        if not all(self.clip_path(input_id, c).exists() for c in record["clip_files"]):
+            return None
+        record["shots"] = [Shot(**s) for s in record["shots"]]
+        return record
