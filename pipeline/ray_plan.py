@@ -103,7 +103,8 @@ class ActorPool:
             if attempt < self.retries:
                 self.submit(tag, item, attempt + 1)
                 return None
-            return Done(tag, item, error=f"{self.name}: worker died: {type(exc).__name__}", retryable=True)
+            cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            return Done(tag, item, error=f"{self.name}: worker died: {type(exc).__name__}: {cause}", retryable=True)
         except ray.exceptions.RayTaskError as exc:
             self.idle.append(actor)
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc

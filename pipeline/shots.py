@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode, SceneDetector
 from scenedetect.common import Timecode
-from scenedetect.scene_detector import SceneDetector
 
 from pipeline.config import ShotConfig
 

@@ -1,0 +1,47 @@
+"""Shared fixtures: the synthetic sample bucket, local Ray, and one curated run of the bucket."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.samples import write_samples
+
+    root = tmp_path_factory.mktemp("samples")
+    write_samples(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def truth(samples: Path) -> dict:
+    return json.loads((samples / "ground_truth.json").read_text())["files"]
+
+
+@pytest.fixture()
+def local_ray():
+    from pipeline.ray_plan import init_ray
+
+    init_ray(None)
+    yield
+
+
+@pytest.fixture(scope="session")
+def curated(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample bucket curated once with default settings on local Ray."""
+    from pipeline.config import CurateConfig
+    from pipeline.curate import Curation
+    from pipeline.ray_plan import init_ray
+
+    init_ray(None)
+    out = tmp_path_factory.mktemp("curated")
+    Curation(str(samples), out, CurateConfig(), progress=False).run()
+    return out

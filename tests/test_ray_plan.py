@@ -1,0 +1,46 @@
+"""The Ray plan's actor pools: a hung item times out, a crashing worker is replaced, the rest finish."""
+
+from __future__ import annotations
+
+import sys
+
+from ray import cloudpickle
+
+from pipeline.config import StageResources
+from pipeline.ray_plan import ActorPool, run_pools
+from pipeline.stage import Stage
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+
+
+def make_stage():
+    import os
+    import time
+
+    class Misbehaving(Stage):
+        name = "misbehaving"
+
+        def process(self, item):
+            if item == "hang":
+                time.sleep(120)
+            if item == "crash":
+                os._exit(3)  # like a decoder segfault: the worker process dies
+            if item == "raise":
+                raise RuntimeError("bad item")
+            return item.upper()
+
+    return Misbehaving()
+
+
+def test_hang_crash_and_exception_become_errors_and_other_items_finish(local_ray):
+    pool = ActorPool("misbehaving", make_stage, StageResources(num_cpus=0.25, concurrency=2), timeout_s=5)
+    results = {}
+    items = ["a", "hang", "b", "crash", "c", "raise", "d"]
+    run_pools(pool, ((i, i) for i in items), lambda _pool, done: results.__setitem__(done.tag, done), [pool])
+    pool.shutdown()
+    assert set(results) == set(items)
+    for ok in "abcd":
+        assert results[ok].value == ok.upper() and results[ok].error is None
+    assert "timed out after 5s" in results["hang"].error and not results["hang"].retryable
+    assert "worker died" in results["crash"].error and results["crash"].retryable
+    assert "RuntimeError: bad item" in results["raise"].error
