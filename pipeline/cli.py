@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
+def keep_ray_on_loopback(address: str | None) -> None:
+    """Local Ray, or a head on 127.0.0.1, must stay on loopback; runs before Ray is imported.
+
+    Ray swaps 127.0.0.1 for this machine's outward address unless its single-machine mode is on.
+    """
+    host = (address or "").split("://")[-1].rsplit(":", 1)[0]
+    if not address or host in ("127.0.0.1", "localhost"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def _curate(args: argparse.Namespace) -> int:
+    keep_ray_on_loopback(args.address or os.environ.get("RAY_ADDRESS"))
     from pipeline.config import load_config
     from pipeline.curate import Curation, format_summary
 

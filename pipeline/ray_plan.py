@@ -39,7 +39,7 @@ class Done:
     value: Any = None
     seconds: float = 0.0
     error: str | None = None
-    retryable: bool = False  # infrastructure failure: not recorded as the input's final state
+    retryable: bool = False  # not the input's fault (worker died, unexpected exception): redone on re-run
 
 
 class ActorPool:
@@ -108,7 +108,8 @@ class ActorPool:
         except ray.exceptions.RayTaskError as exc:
             self.idle.append(actor)
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            return Done(tag, item, error=f"{self.name}: {type(cause).__name__}: {cause}")
+            # content errors come back as values; an exception here is a bug or a transient fault
+            return Done(tag, item, error=f"{self.name}: {type(cause).__name__}: {cause}", retryable=True)
         self.idle.append(actor)
         return Done(tag, item, value=value, seconds=seconds)
 
@@ -135,7 +136,7 @@ def init_ray(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING")
     else:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
-                 configure_logging=True)
+        ray.init(include_dashboard=False, logging_level="WARNING")
+

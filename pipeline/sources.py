@@ -57,5 +57,5 @@ def open_input(source_uri: str, storage_options: dict | None = None) -> str | IO
     """A local path as is (FFmpeg reads it directly), anything else as a buffered fsspec file."""
     if _is_local(source_uri):
         return _local_path(source_uri)
-    return fsspec.open(source_uri, "rb", block_size=4 * 1024 * 1024, cache_type="readahead",
-                       **(storage_options or {})).open()
+    fs, path = fsspec.core.url_to_fs(source_uri, **(storage_options or {}))
+    return fs.open(path, "rb", block_size=4 * 1024 * 1024, cache_type="readahead")

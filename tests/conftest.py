@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep every Ray process on 127.0.0.1
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # `ray job submit` to the test head
 
 
 @pytest.fixture(scope="session")

@@ -43,4 +43,4 @@ def test_hang_crash_and_exception_become_errors_and_other_items_finish(local_ray
         assert results[ok].value == ok.upper() and results[ok].error is None
     assert "timed out after 5s" in results["hang"].error and not results["hang"].retryable
     assert "worker died" in results["crash"].error and results["crash"].retryable
-    assert "RuntimeError: bad item" in results["raise"].error
+    assert "RuntimeError: bad item" in results["raise"].error and results["raise"].retryable
