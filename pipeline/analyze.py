@@ -90,8 +90,7 @@ class AnalyzeInput(Stage):
                     if frame.time_s >= next_tap - 1e-6:
                         taps.add(frame.time_s, frame.image(tap_size))
                         next_tap = frame.time_s + step
-                    duration = float(frame.frame.duration * probe.time_base) if frame.frame.duration else 0.0
-                    end_s = max(end_s, frame.time_s + (duration or (1.0 / probe.fps if probe.fps else 0.0)))
+                    end_s = max(end_s, frame.time_s + (frame.duration_s or (1.0 / probe.fps if probe.fps else 0.0)))
                     last_time = frame.time_s
                 if last_time is None:
                     raise InputError("no decodable video frames")

@@ -15,6 +15,7 @@ from typing import IO
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 class DecodeError(RuntimeError):
@@ -76,6 +77,7 @@ class VideoReader:
         self.threads = threads
         self.container: av.container.InputContainer | None = None
         self.probe: Probe | None = None
+        self.scalers: dict[tuple[int, int], VideoReformatter] = {}  # one cached swscale context per size
 
     def __enter__(self) -> VideoReader:
         try:
@@ -143,17 +145,19 @@ class VideoReader:
             target = int((Fraction(start_s) + offset) / self.probe.time_base)
             self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
         index, time_s = 0, start_s
+        offset_pts = int(offset / self.probe.time_base)
+        seconds_per_tick = float(self.probe.time_base)
         try:
             for frame in self.container.decode(self.stream):
                 if frame.pts is None:
                     continue
-                pts = int(frame.pts - offset / self.probe.time_base)
-                time_s = float(pts * self.probe.time_base)
+                pts = frame.pts - offset_pts
+                time_s = pts * seconds_per_tick
                 if time_s < start_s - 1e-6:
                     continue
                 if end_s is not None and time_s >= end_s - 1e-6:
                     break
-                yield DecodedFrame(index, time_s, pts, frame, self.probe)
+                yield DecodedFrame(index, time_s, pts, frame, self.probe, self.scalers)
                 index += 1
         except av.FFmpegError as exc:
             if index == 0:
@@ -168,13 +172,19 @@ class DecodedFrame:
     pts: int  # in Probe.time_base, relative to container start
     frame: av.VideoFrame
     probe: Probe
+    scalers: dict[tuple[int, int], VideoReformatter]
+
+    @property
+    def duration_s(self) -> float:
+        return self.frame.duration * float(self.probe.time_base) if self.frame.duration else 0.0
 
     def image(self, size: tuple[int, int]) -> np.ndarray:
         """The frame as displayed, scaled to `size` = (width, height) of the upright picture (BGR)."""
         rotation = self.probe.rotation
         coded = size if rotation not in (90, 270) else (size[1], size[0])
-        image = self.frame.reformat(width=coded[0], height=coded[1], format="bgr24",
-                                    interpolation="BILINEAR").to_ndarray()
+        scaler = self.scalers.setdefault(coded, VideoReformatter())
+        image = scaler.reformat(self.frame, width=coded[0], height=coded[1], format="bgr24",
+                                interpolation="BILINEAR").to_ndarray()
         return upright(image, rotation)
 
 

@@ -1,0 +1,116 @@
+"""Curation benchmark: ratios measured side by side in one run on the same inputs.
+
+1. full pipeline (`vidmill curate`, local Ray, cold start included) wall time over a plain PyAV decode
+   of every frame of the inputs (target <= 1.5x);
+2. PySceneDetect's own CLI (`scenedetect -i VIDEO detect-adaptive`) wall time over vidmill's shot stage
+   (decode once + AdaptiveDetector, same settings; target >= 1.5x faster);
+3. video-seconds processed per CPU-second (machine-wide CPU time from /proc/stat during the run).
+
+    python bench/curate.py                     # synthetic 640x360 inputs made here
+    python bench/curate.py --inputs DIR        # or any directory of videos (e.g. ../shared/realclips)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+
+import av  # noqa: E402
+
+from pipeline.analyze import AnalyzeInput  # noqa: E402
+from pipeline.config import CurateConfig  # noqa: E402
+from pipeline.curate import Curation  # noqa: E402
+from pipeline.samples import concat, shot_frames, write_video  # noqa: E402
+from pipeline.sources import list_inputs  # noqa: E402
+
+
+def machine_cpu_seconds() -> float:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system = (int(x) for x in fields[:3])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+
+
+def make_inputs(root: Path, n: int, seconds: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        shots = [shot_frames(1000 + 10 * i + k, 5 * k, 5 * k + 5, size=(640, 360)) for k in range(seconds // 5)]
+        write_video(root / f"bench_{i:02d}.mp4", concat(*shots), crf=23)
+
+
+def plain_decode(paths: list[str]) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                pass
+    return time.perf_counter() - start
+
+
+def our_shot_stage(paths: list[str], config: CurateConfig) -> float:
+    stage = AnalyzeInput(config)
+    refs = list_inputs(paths[0], config.source)[:0]
+    for path in paths:
+        refs += list_inputs(path, config.source)
+    start = time.perf_counter()
+    for ref in refs:
+        stage.process(ref)
+    return time.perf_counter() - start
+
+
+def scenedetect_cli(paths: list[str], out: Path) -> float:
+    cli = shutil.which("scenedetect") or str(Path(sys.executable).parent / "scenedetect")
+    start = time.perf_counter()
+    for path in paths:
+        subprocess.run([cli, "-q", "-i", path, "-o", str(out), "detect-adaptive"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inputs", help="directory of videos (default: make synthetic ones)")
+    parser.add_argument("--videos", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vidmill-bench-"))
+    inputs = Path(args.inputs) if args.inputs else work / "inputs"
+    if not args.inputs:
+        make_inputs(inputs, args.videos, args.seconds)
+    config = CurateConfig()
+    refs = list_inputs(str(inputs), config.source)
+    paths = [r.source_uri for r in refs]
+
+    decode_s = plain_decode(paths)
+    cpu0 = machine_cpu_seconds()
+    summary = Curation(str(inputs), work / "out", config, progress=False).run()
+    cpu_s = machine_cpu_seconds() - cpu0
+    pipeline_s = summary["wall_s"]
+    shots_s = our_shot_stage(paths, config)
+    cli_s = scenedetect_cli(paths, work / "scenedetect-out")
+    video_s = summary["counts"]["video_seconds"]
+
+    print(f"inputs: {len(paths)} files, {video_s:.1f} video-s, {summary['counts']['clips_kept']} clips kept "
+          f"({inputs})")
+    print(f"plain PyAV decode of every frame      {decode_s:8.2f} s")
+    print(f"vidmill curate (full pipeline, Ray)    {pipeline_s:8.2f} s   ratio {pipeline_s / decode_s:5.2f}x "
+          f"decode (target <= 1.5x)")
+    print(f"vidmill shot stage (decode + detect)  {shots_s:8.2f} s")
+    print(f"scenedetect CLI detect-adaptive       {cli_s:8.2f} s   ours is {cli_s / shots_s:5.2f}x faster "
+          f"(target >= 1.5x)")
+    print(f"video-seconds per CPU-second           {video_s / cpu_s:8.2f}     ({cpu_s:.1f} CPU-s machine-wide)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
