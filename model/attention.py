@@ -1,0 +1,121 @@
+"""Block-causal attention behind one interface, with three backends.
+
+Tokens carry a sample id (packed sequences) and a chunk id. A query sees a key when both belong to the
+same sample and the key's chunk is not later than the query's (full attention inside a chunk, causal
+across chunks), optionally only within `window` previous chunks, or only its own chunk (`isolate`).
+Padding tokens have sample id -1 and see only themselves.
+
+Backends: "sdpa" (dense boolean mask; CPU and CUDA, forward and backward: the reference),
+"flex" (torch flex_attention with a block mask: CUDA; on CPU forward only), "flash" (flash-attn varlen,
+CUDA only, import-guarded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("sdpa", "flex", "flash")
+
+
+@dataclass
+class TokenLayout:
+    """Per-token sample and chunk ids, shape [N] each (one packed sequence)."""
+
+    sample_id: torch.Tensor
+    chunk_id: torch.Tensor
+
+    def cat(self, other: TokenLayout) -> TokenLayout:
+        return TokenLayout(torch.cat([self.sample_id, other.sample_id]), torch.cat([self.chunk_id, other.chunk_id]))
+
+    def __len__(self) -> int:
+        return self.sample_id.numel()
+
+
+def visible(q: TokenLayout, k: TokenLayout, window: int | None = None, isolate: bool = False) -> torch.Tensor:
+    """Boolean [Nq, Nk]: may query i attend to key j."""
+    qs, qc = q.sample_id[:, None], q.chunk_id[:, None]
+    ks, kc = k.sample_id[None, :], k.chunk_id[None, :]
+    mask = (qs == ks) & (qs >= 0)
+    mask &= (kc == qc) if isolate else (kc <= qc)
+    if window is not None and not isolate:
+        mask &= kc >= qc - window
+    if len(q) == len(k):  # padding sees itself, so no row is empty
+        mask |= torch.eye(len(q), dtype=torch.bool, device=mask.device) & (qs < 0)
+    return mask
+
+
+def check_backend(backend: str, device: torch.device, needs_grad: bool) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "flash":
+        if device.type != "cuda":
+            raise RuntimeError("attention backend 'flash' (flash-attn) needs a CUDA device; use 'sdpa' here")
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError("attention backend 'flash' needs the flash-attn package (pip install flash-attn)") \
+                from exc
+    if backend == "flex" and device.type == "cpu" and needs_grad:
+        raise RuntimeError("attention backend 'flex' has no backward pass on CPU; train with 'sdpa' on CPU")
+
+
+def block_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_layout: TokenLayout,
+                           k_layout: TokenLayout, backend: str = "sdpa", window: int | None = None,
+                           isolate: bool = False) -> torch.Tensor:
+    """q [Hq, Nq, D], k/v [Hkv, Nk, D] (GQA when Hkv < Hq) -> [Hq, Nq, D]."""
+    check_backend(backend, q.device, torch.is_grad_enabled() and q.requires_grad)
+    if backend == "sdpa":
+        mask = visible(q_layout, k_layout, window, isolate)
+        return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask[None, None],
+                                              enable_gqa=k.shape[0] != q.shape[0])[0]
+    if backend == "flex":
+        return _flex(q, k, v, q_layout, k_layout, window, isolate)
+    return _flash(q, k, v, q_layout, k_layout, window, isolate)
+
+
+def _flex(q, k, v, q_layout, k_layout, window, isolate):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    qs, qc, ks, kc = q_layout.sample_id, q_layout.chunk_id, k_layout.sample_id, k_layout.chunk_id
+    same_len = len(q_layout) == len(k_layout)
+
+    def mask_mod(b, h, qi, kj):
+        ok = (qs[qi] == ks[kj]) & (qs[qi] >= 0)
+        ok = ok & ((kc[kj] == qc[qi]) if isolate else (kc[kj] <= qc[qi]))
+        if window is not None and not isolate:
+            ok = ok & (kc[kj] >= qc[qi] - window)
+        if same_len:
+            ok = ok | ((qi == kj) & (qs[qi] < 0))
+        return ok
+
+    block_mask = create_block_mask(mask_mod, None, None, q.shape[1], k.shape[1], device=q.device)
+    out = flex_attention(q[None], k[None], v[None], block_mask=block_mask, enable_gqa=k.shape[0] != q.shape[0])
+    return out[0]
+
+
+def _flash(q, k, v, q_layout, k_layout, window, isolate):
+    """flash-attn varlen: each (sample, chunk) query group against its visible key range, gathered."""
+    from flash_attn import flash_attn_varlen_func
+
+    groups = torch.stack([q_layout.sample_id, q_layout.chunk_id], 1).unique(dim=0)
+    q_idx, k_idx, cu_q, cu_k = [], [], [0], [0]
+    for sample, chunk in groups.tolist():
+        qi = ((q_layout.sample_id == sample) & (q_layout.chunk_id == chunk)).nonzero()[:, 0]
+        single = TokenLayout(q_layout.sample_id[qi[:1]], q_layout.chunk_id[qi[:1]])
+        kj = visible(single, k_layout, window, isolate)[0].nonzero()[:, 0] if sample >= 0 else qi
+        q_idx.append(qi)
+        k_idx.append(kj)
+        cu_q.append(cu_q[-1] + len(qi))
+        cu_k.append(cu_k[-1] + len(kj))
+    qi, kj = torch.cat(q_idx), torch.cat(k_idx)
+    dev = q.device
+    out = flash_attn_varlen_func(
+        q[:, qi].transpose(0, 1).contiguous(), k[:, kj].transpose(0, 1).contiguous(),
+        v[:, kj].transpose(0, 1).contiguous(), torch.tensor(cu_q, device=dev, dtype=torch.int32),
+        torch.tensor(cu_k, device=dev, dtype=torch.int32), max(map(len, q_idx)), max(map(len, k_idx)))
+    result = torch.empty_like(q)
+    result[:, qi] = out.transpose(0, 1)
+    return result
