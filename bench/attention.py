@@ -60,7 +60,9 @@ def main() -> None:
         base = None
         for backend in backends:
             try:
-                fn = (lambda b=backend: block_causal_attention(q, k, v, layout, layout, b))
+                def fn(b=backend, q=q, k=k, v=v, layout=layout):
+                    return block_causal_attention(q, k, v, layout, layout, b)
+
                 if backend == "flex":
                     from torch.nn.attention import flex_attention as fa
 

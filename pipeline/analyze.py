@@ -30,6 +30,10 @@ class FrameTaps:
             self.times_s.append(time_s)
             self.jpegs.append(buf.tobytes())
 
+    def subset(self, start_s: float, end_s: float) -> FrameTaps:
+        lo, hi = bisect.bisect_left(self.times_s, start_s), bisect.bisect_left(self.times_s, end_s)
+        return FrameTaps(self.times_s[lo:hi], self.jpegs[lo:hi])
+
     def between(self, start_s: float, end_s: float) -> list[tuple[float, np.ndarray]]:
         lo, hi = bisect.bisect_left(self.times_s, start_s), bisect.bisect_left(self.times_s, end_s)
         return [(self.times_s[i], cv2.imdecode(np.frombuffer(self.jpegs[i], np.uint8), cv2.IMREAD_COLOR))

@@ -67,6 +67,67 @@ class ShardConfig:
 
 
 @dataclass
+class QualityScoring:
+    enabled: bool = True
+
+
+@dataclass
+class MotionScoring:
+    enabled: bool = True
+    short_side: int = 256  # flow is computed on the 2 fps taps at this size
+    pyramid_levels: int = 4
+
+
+@dataclass
+class OcrScoring:
+    enabled: bool = True
+    backend: str = "rapidocr"  # rapidocr (PP-OCR ONNX models shipped in the package) | paddleocr
+    model_dir: str = ""  # paddleocr: local directory holding det/ and rec/ model dirs
+    fps: float = 1.0
+    det_limit_side: int = 480
+    det_box_thresh: float = 0.6
+    min_chars: int = 2  # a box is text when it reads at least this many letters/digits ...
+    min_confidence: float = 0.6  # ... with this recognition confidence
+    persist_iou: float = 0.9
+
+
+@dataclass
+class AestheticScoring:
+    enabled: bool = True
+    clip_arch: str = "ViT-L-14"
+    clip_weights: str = ""  # local open_clip checkpoint; empty: not_scored
+    head_weights: str = ""  # local LAION aesthetic MLP state dict (768-1024-128-64-16-1)
+    device: str = "auto"  # auto: cuda when present
+
+
+@dataclass
+class ScoringConfig:
+    quality: QualityScoring = field(default_factory=QualityScoring)
+    motion: MotionScoring = field(default_factory=MotionScoring)
+    ocr: OcrScoring = field(default_factory=OcrScoring)
+    aesthetic: AestheticScoring = field(default_factory=AestheticScoring)
+
+
+@dataclass
+class Thresholds:
+    """Only these decide `kept`; changing them and re-running recomputes no score."""
+
+    sharpness_min: float = 10.0
+    brightness_min: float = 0.06
+    brightness_max: float = 0.94
+    colourfulness_min: float = 0.0
+    motion_min: float = 0.0002  # mean flow / diagonal per 0.5 s; below: too static (calibrated on samples)
+    motion_max: float = 0.08  # above is too shaky / too fast
+    text_area_max: float = 0.05  # largest text-area ratio in any sampled frame
+    text_persistent_area_max: float = 0.02  # overlays, logos, watermarks
+    aesthetic_min: float = 4.5  # applied only when aesthetic is scored
+    dedup: bool = True
+    phash_distance_max: int = 10  # bits out of 64, each of the key frames
+    lsh_bands: int = 8
+    clip_cosine_min: float = 0.98
+
+
+@dataclass
 class StageResources:
     num_cpus: float = 0.5
     num_gpus: float = 0.0
@@ -77,7 +138,11 @@ class StageResources:
 class RayConfig:
     analyze: StageResources = field(default_factory=StageResources)
     transcode: StageResources = field(default_factory=StageResources)
-    max_in_flight_per_actor: int = 2
+    quality: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=1))
+    motion: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=1))
+    ocr: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, concurrency=2))
+    aesthetic: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=1))
+    dedup: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=2))
 
 
 @dataclass
@@ -87,6 +152,8 @@ class CurateConfig:
     shots: ShotConfig = field(default_factory=ShotConfig)
     spans: SpanConfig = field(default_factory=SpanConfig)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

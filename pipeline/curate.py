@@ -19,16 +19,39 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline import __version__
+from pipeline.aesthetic import AestheticScorer
 from pipeline.analyze import Analysis, AnalyzeInput, error_analysis
 from pipeline.config import CurateConfig
-from pipeline.ray_plan import ActorPool, Done, init_ray, run_pools
+from pipeline.decide import STATUS_COLUMNS, filter_reasons, rank_key
+from pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
+from pipeline.hashes import ContentHashes
+from pipeline.motion import MotionScorer
+from pipeline.ocr import TextScorer
+from pipeline.quality import TechnicalQuality
+from pipeline.ray_plan import ActorPool, Done, fit_to_cluster, init_ray, run_pools
+from pipeline.scoring import ScoreBatch
 from pipeline.sources import InputRef, list_inputs
+from pipeline.spans import ClipSpan
 from pipeline.stage import StageStats
-from pipeline.transcode import ClipBatch, ClipSpan, TranscodeClips
+from pipeline.transcode import ClipBatch, TranscodeClips
 from pipeline.workdir import WorkDir, atomic_write
-from pipeline.writers import INPUTS_SCHEMA, MANIFEST_SCHEMA, SHOTS_SCHEMA, write_shards, write_table
+from pipeline.writers import (
+    EMBEDDINGS_SCHEMA,
+    INPUTS_SCHEMA,
+    MANIFEST_SCHEMA,
+    SHOTS_SCHEMA,
+    write_shards,
+    write_table,
+)
 
-WORK_SECTIONS = ("source", "decode", "shots", "spans", "transcode")
+WORK_SECTIONS = ("source", "decode", "shots", "spans", "transcode", "scoring")  # not thresholds
+
+
+def scorer_classes(config: CurateConfig) -> list[type]:
+    s = config.scoring
+    return [cls for cls, on in ((TechnicalQuality, s.quality.enabled), (ContentHashes, True),
+                                (MotionScorer, s.motion.enabled), (TextScorer, s.ocr.enabled),
+                                (AestheticScorer, s.aesthetic.enabled)) if on]
 
 
 @dataclass
@@ -37,6 +60,7 @@ class _InFlight:
     batches_left: int
     videos: dict[str, bytes] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     retryable: bool = False
 
 
@@ -48,17 +72,33 @@ def clip_batches(analysis: Analysis, size: int) -> list[ClipBatch]:
             for i in range(0, len(spans), size)]
 
 
+def score_batches(analysis: Analysis, size: int) -> list[ScoreBatch]:
+    """Clips long enough to score, in batches, each with only the frame taps inside its spans."""
+    spans = [ClipSpan(c["clip_id"], c["start_s"], c["end_s"]) for c in analysis.clips
+             if "too_short" not in c["reject_reasons"]]
+    batches = []
+    for i in range(0, len(spans), size):
+        part = tuple(spans[i:i + size])
+        taps = analysis.taps.subset(part[0].start_s, part[-1].end_s)
+        batches.append(ScoreBatch(analysis.input["input_id"], part, taps))
+    return batches
+
+
 class Curation:
     def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True):
         self.input_uri, self.output, self.config = input_uri, Path(output), config
         self.progress = progress
         self.work = WorkDir(self.output, config.fingerprint(*WORK_SECTIONS))
         self.records: dict[str, dict[str, Any]] = {}
-        self.stats = {"analyze": StageStats(), "transcode": StageStats()}
+        self.scorers = scorer_classes(config)
+        self.stats = {name: StageStats() for name in ["analyze", "transcode", *(c.name for c in self.scorers),
+                                                      "dedup"]}
         self.resumed = 0
+        self.address: str | None = None
 
     def run(self, address: str | None = None) -> dict[str, Any]:
         started = time.time()
+        self.address = address
         self.output.mkdir(parents=True, exist_ok=True)
         refs = list_inputs(self.input_uri, self.config.source)
         todo = []
@@ -80,6 +120,10 @@ class Curation:
         analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze, cfg.decode.input_timeout_s)
         transcode = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode,
                               cfg.decode.input_timeout_s)
+        scoring = [ActorPool(cls.name, partial(cls, cfg), getattr(cfg.ray, cls.name if cls.name != "hashes"
+                                                                   else "quality"), cfg.decode.input_timeout_s)
+                   for cls in self.scorers]
+        status_column = {cls.name: cls.status_column for cls in self.scorers}
         in_flight: dict[str, _InFlight] = {}
         bars = {"inputs": tqdm(total=len(todo), desc="inputs", unit="video", disable=not self.progress),
                 "clips": tqdm(total=0, desc="clips ", unit="clip", disable=not self.progress)}
@@ -100,7 +144,19 @@ class Curation:
                     state.batches_left += 1
                     bars["clips"].total += len(batch.clips)
                     bars["clips"].refresh()
+                for batch in score_batches(analysis, cfg.transcode.clips_per_task):
+                    for scorer in scoring:
+                        scorer.submit(done.tag, batch)
+                        state.batches_left += 1
                 in_flight[done.tag] = state
+            elif pool is not transcode:
+                state = in_flight[done.tag]
+                state.batches_left -= 1
+                state.retryable |= done.retryable
+                values = done.value or {span.clip_id: {status_column[pool.name]: f"error: {done.error}"}
+                                        for span in done.item.clips}
+                for clip_id, columns in values.items():
+                    state.scores.setdefault(clip_id, {}).update(columns)
             else:
                 state = in_flight[done.tag]
                 state.batches_left -= 1
@@ -116,17 +172,20 @@ class Curation:
                 self._store(in_flight.pop(done.tag))
                 bars["inputs"].update(1)
 
+        pools = [analyze, transcode, *scoring]
+        fit_to_cluster(pools)
         try:
-            run_pools(analyze, ((ref.input_id, ref) for ref in todo), on_done, [analyze, transcode])
+            run_pools(analyze, ((ref.input_id, ref) for ref in todo), on_done, pools)
         finally:
             for bar in bars.values():
                 bar.close()
-            analyze.shutdown()
-            transcode.shutdown()
+            for pool in pools:
+                pool.shutdown()
 
     def _store(self, state: _InFlight) -> None:
         analysis = state.analysis
         for clip in analysis.clips:
+            clip.update(state.scores.get(clip["clip_id"], {}))
             clip["error"] = state.errors.get(clip["clip_id"])
             if clip["error"]:
                 clip["reject_reasons"].append("transcode_error")
@@ -152,7 +211,13 @@ class Curation:
                 path = self.work.clip_path(ref.input_id, clip["clip_id"])
                 row["clip_bytes"] = path.stat().st_size if clip["clip_id"] in files else None
                 clips.append(row)
+        self._decide(clips)
         kept = [c for c in clips if c["kept"]]
+        embeddings = [{"clip_id": c["clip_id"], "clip_embedding": c.pop("clip_embedding")}
+                      for c in clips if c.get("clip_embedding") is not None]
+        for clip in clips:
+            clip.pop("clip_embedding", None)
+        write_table(embeddings, EMBEDDINGS_SCHEMA, self.output / "embeddings.parquet")
         write_shards(kept, lambda r: self.work.clip_path(r["input_id"], r["clip_id"]).read_bytes(),
                      lambda r: {}, self.output / "shards", self.config.shards)
         write_table(inputs, INPUTS_SCHEMA, self.output / "inputs.parquet")
@@ -161,6 +226,45 @@ class Curation:
         summary = self._run_json(inputs, shots, clips, started)
         atomic_write(self.output / "run.json", json.dumps(summary, indent=2, default=str).encode())
         return summary
+
+    def _decide(self, clips: list[dict[str, Any]]) -> None:
+        """Thresholds, then global dedup among what passes them; sets reject_reasons, kept, dup columns."""
+        th = self.config.thresholds
+        for clip in clips:
+            clip["reject_reasons"] = list(clip["reject_reasons"]) + filter_reasons(clip, th)
+            clip["kept"] = clip["kept"] and not clip["reject_reasons"]
+            clip["dup_group"] = clip["dup_of"] = None
+        candidates = [c for c in clips if c["kept"] and c.get("phashes")]
+        if not th.dedup or len(candidates) < 2:
+            return
+        items = [DedupItem(c["clip_id"], c["content_hash"], tuple(int(h, 16) for h in c["phashes"]),
+                           tuple(c["clip_embedding"]) if c.get("clip_embedding") else None) for c in candidates]
+        parts = partitions(buckets(items, th.lsh_bands), max(1, self.config.ray.dedup.concurrency * 4))
+        pairs: set[tuple[str, str]] = set()
+        if parts:
+            init_ray(self.address)
+            rule = DedupRule(th.phash_distance_max, th.clip_cosine_min)
+            pool = ActorPool("dedup", partial(NearDuplicatePairs, rule), self.config.ray.dedup)
+
+            def collect(_pool: ActorPool, done: Done) -> None:
+                if done.error:
+                    raise RuntimeError(f"dedup failed: {done.error}")
+                self.stats["dedup"].items += 1
+                self.stats["dedup"].busy_s += done.seconds
+                pairs.update(done.value)
+
+            try:
+                run_pools(pool, enumerate(parts), collect, [pool])
+            finally:
+                pool.shutdown()
+        by_id = {c["clip_id"]: c for c in candidates}
+        groups = duplicate_groups(list(by_id), pairs, {k: rank_key(v) for k, v in by_id.items()})
+        for clip_id, (group, dup_of) in groups.items():
+            clip = by_id[clip_id]
+            clip["dup_group"], clip["dup_of"] = group, dup_of
+            if dup_of is not None:
+                clip["reject_reasons"].append("duplicate")
+                clip["kept"] = False
 
     def _run_json(self, inputs: list[dict], shots: list[dict], clips: list[dict], started: float) -> dict:
         wall = time.time() - started
@@ -172,6 +276,9 @@ class Curation:
             "shots": len(shots), "clips": len(clips), "clips_kept": sum(c["kept"] for c in clips),
             "clips_rejected": sum(not c["kept"] for c in clips), "reject_reasons": dict(sorted(reasons.items())),
             "video_seconds": round(video_s, 3),
+            "not_scored": {stage: Counter(str(c.get(col)) for c in clips
+                                          if str(c.get(col) or "").startswith("not_scored"))
+                           for stage, col in STATUS_COLUMNS.items()},
         }
         return {
             "vidmill_version": __version__, "command": sys.argv, "input": self.input_uri,
@@ -213,6 +320,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     for reason, n in c["reject_reasons"].items():
         lines.append(f"           {n:5d} {reason}")
+    for stage, statuses in c["not_scored"].items():
+        for status, n in statuses.items():
+            lines.append(f"  {stage}: {status} for {n} clips; no {stage} threshold applied")
     t = summary["throughput"]
     lines.append(f"  wall     {summary['wall_s']:.1f}s, {c['video_seconds']:.1f} video-s "
                  f"({t['video_s_per_s']:.2f} video-s/s, {t['clips_per_s']:.2f} kept clips/s)")

@@ -12,7 +12,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
@@ -117,6 +117,25 @@ class ActorPool:
         for actor in self.idle + [b[0] for b in self.busy.values()]:
             ray.kill(actor, no_restart=True)
         self.idle, self.busy, self.n_actors = [], {}, 0
+
+
+def fit_to_cluster(pools: list[ActorPool]) -> None:
+    """Scale CPU reservations so every pool can hold all its actors at once on this cluster.
+
+    Pools keep idle actors alive, so reservations that add up past the cluster's CPUs would leave
+    later stages' actors unschedulable forever (a deadlock). Actual CPU use is not capped by this.
+    """
+    wanted = sum(p.resources.num_cpus * p.resources.concurrency for p in pools)
+    available = float(ray.cluster_resources().get("CPU", 0.0))
+    if wanted <= available or not available:
+        return
+    factor = available * 0.95 / wanted
+    for pool in pools:
+        pool.resources = replace(pool.resources, num_cpus=round(pool.resources.num_cpus * factor, 4))
+        pool.remote_cls = ray.remote(StageActor).options(
+            num_cpus=pool.resources.num_cpus, num_gpus=pool.resources.num_gpus, max_concurrency=1)
+    print(f"vidmill: stage pools ask for {wanted:.2f} CPUs, the cluster has {available:.0f}: "
+          f"reservations scaled by {factor:.2f}", flush=True)
 
 
 def run_pools(first: ActorPool, items: Iterator[tuple[Any, Any]],

@@ -22,6 +22,15 @@ class Span:
         return self.end_s - self.start_s
 
 
+@dataclass(frozen=True)
+class ClipSpan:
+    """A candidate clip's span, as later stages receive it."""
+
+    clip_id: str
+    start_s: float
+    end_s: float
+
+
 def clip_spans(shots: list[Shot], config: SpanConfig) -> list[Span]:
     """One span per piece; a shot shorter than the minimum after trimming gives one rejected span."""
     spans = []

@@ -15,14 +15,8 @@ import av
 from pipeline.config import CurateConfig
 from pipeline.decode import DecodedFrame, DecodeError, VideoReader, scaled_to
 from pipeline.sources import open_input
+from pipeline.spans import ClipSpan
 from pipeline.stage import Stage
-
-
-@dataclass(frozen=True)
-class ClipSpan:
-    clip_id: str
-    start_s: float
-    end_s: float
 
 
 @dataclass(frozen=True)

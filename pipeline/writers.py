@@ -36,7 +36,15 @@ MANIFEST_SCHEMA = pa.schema([
     ("duration_s", pa.float64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
     ("kept", pa.bool_()), ("reject_reasons", pa.list_(pa.string())), ("error", pa.string()),
     ("clip_bytes", pa.int64()), ("shard", pa.string()), ("key", pa.string()),
+    ("sharpness", pa.float64()), ("brightness", pa.float64()), ("colourfulness", pa.float64()),
+    ("quality_status", pa.string()), ("motion_score", pa.float64()), ("camera_motion", pa.string()),
+    ("motion_status", pa.string()), ("text_area_max", pa.float64()), ("text_area_mean", pa.float64()),
+    ("text_persistent_area", pa.float64()), ("ocr_status", pa.string()), ("aesthetic_mean", pa.float64()),
+    ("aesthetic_min", pa.float64()), ("aesthetic_status", pa.string()), ("content_hash", pa.string()),
+    ("phash", pa.string()), ("phashes", pa.list_(pa.string())), ("hash_status", pa.string()),
+    ("dup_group", pa.string()), ("dup_of", pa.string()),
 ])
+EMBEDDINGS_SCHEMA = pa.schema([("clip_id", pa.string()), ("clip_embedding", pa.list_(pa.float32()))])
 
 
 def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:

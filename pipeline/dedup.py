@@ -1,0 +1,109 @@
+"""Global dedup: exact (content hash) and near duplicates (key-frame pHashes with LSH banding; CLIP
+cosine as well when both clips have embeddings), across all inputs of a run.
+
+The middle frame's 64-bit pHash is cut into `bands` pieces; clips that share a piece (or the exact
+content hash) land in one bucket. Buckets are spread over partitions that the `NearDuplicatePairs`
+stage checks on Ray, pairwise inside a bucket only, so no process ever compares all pairs. Connected
+pairs form groups; the best-ranked member is kept and every other member records the group and it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.hashes import hamming
+from pipeline.stage import Stage
+
+
+@dataclass(frozen=True)
+class DedupItem:
+    clip_id: str
+    content_hash: str
+    phashes: tuple[int, ...]
+    embedding: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DedupRule:
+    phash_distance_max: int
+    clip_cosine_min: float
+
+
+def buckets(items: list[DedupItem], bands: int) -> list[list[DedupItem]]:
+    """Groups of two or more items sharing an exact hash or one band of the middle pHash."""
+    by_key: dict[tuple, list[DedupItem]] = defaultdict(list)
+    width = 64 // bands
+    for item in items:
+        by_key[("exact", item.content_hash)].append(item)
+        middle = item.phashes[len(item.phashes) // 2]
+        for band in range(bands):
+            by_key[(band, (middle >> (band * width)) & ((1 << width) - 1))].append(item)
+    return [members for members in by_key.values() if len(members) > 1]
+
+
+def partitions(groups: list[list[DedupItem]], n: int) -> list[list[list[DedupItem]]]:
+    parts: list[list[list[DedupItem]]] = [[] for _ in range(n)]
+    for members in groups:
+        key = hashlib.sha1(",".join(sorted(m.clip_id for m in members)).encode()).digest()
+        parts[key[0] % n].append(members)
+    return [p for p in parts if p]
+
+
+def is_duplicate(a: DedupItem, b: DedupItem, rule: DedupRule) -> bool:
+    if a.content_hash == b.content_hash:
+        return True
+    if any(hamming(x, y) > rule.phash_distance_max for x, y in zip(a.phashes, b.phashes, strict=True)):
+        return False
+    if a.embedding is not None and b.embedding is not None:
+        return float(np.dot(a.embedding, b.embedding)) >= rule.clip_cosine_min
+    return True
+
+
+class NearDuplicatePairs(Stage):
+    """Pairs of duplicates inside each bucket of one partition."""
+
+    name = "dedup"
+
+    def __init__(self, rule: DedupRule, resources=None):
+        super().__init__(resources)
+        self.rule = rule
+
+    def process(self, part: list[list[DedupItem]]) -> set[tuple[str, str]]:
+        pairs = set()
+        for members in part:
+            for i, a in enumerate(members):
+                for b in members[i + 1:]:
+                    if a.clip_id != b.clip_id and is_duplicate(a, b, self.rule):
+                        pairs.add(tuple(sorted((a.clip_id, b.clip_id))))
+        return pairs
+
+
+def duplicate_groups(clip_ids: list[str], pairs: set[tuple[str, str]], rank: dict[str, tuple]
+                     ) -> dict[str, tuple[str, str | None]]:
+    """clip_id -> (dup_group, dup_of) for every clip in a group; the best-ranked member has dup_of None."""
+    parent = {c: c for c in clip_ids}
+
+    def find(c: str) -> str:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    members: dict[str, list[str]] = defaultdict(list)
+    for c in clip_ids:
+        members[find(c)].append(c)
+    out = {}
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        best = max(group, key=lambda c: (rank[c], c))
+        group_id = "dup-" + hashlib.sha1(",".join(sorted(group)).encode()).hexdigest()[:12]
+        for c in group:
+            out[c] = (group_id, None if c == best else best)
+    return out

@@ -1,0 +1,38 @@
+"""Content fingerprints for dedup: an exact hash of the sampled frames and perceptual hashes of key frames."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.scoring import ClipScorer, Frames, key_frames
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit DCT perceptual hash: 32x32 gray, low 8x8 DCT coefficients against their median."""
+    gray = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
+    low = cv2.dct(gray.astype(np.float32))[:8, :8].flatten()
+    bits = low > np.median(low[1:])
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+class ContentHashes(ClipScorer):
+    name = "hashes"
+    status_column = "hash_status"
+
+    def __init__(self, config):
+        super().__init__(config.ray.quality)
+
+    def score(self, frames: Frames) -> dict[str, Any]:
+        digest = hashlib.sha1()
+        for _, image in frames:
+            digest.update(image.tobytes())
+        hashes = [f"{phash(image):016x}" for image in key_frames(frames)]
+        return {"content_hash": digest.hexdigest(), "phash": hashes[1], "phashes": hashes}

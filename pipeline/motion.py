@@ -1,0 +1,75 @@
+"""Motion: dense optical flow (OpenCV Farneback) between consecutive frame taps (2 fps, ~256 px).
+
+motion_score is the mean flow magnitude per tap interval divided by the frame diagonal. The camera
+class comes from the flow field's global parts: mean translation (pan / tilt) and radial expansion
+(zoom); translation that keeps changing direction is `shaky`. Names follow the camera: content moving
+right means the camera pans left; content moving down means it tilts up; content growing is zoom_in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.decode import scaled_to
+from pipeline.scoring import ClipScorer, Frames
+
+STILL = 0.002  # global motion per interval (fraction of the diagonal) below which the camera is still
+
+
+def global_motion(flow: np.ndarray) -> tuple[float, float, float]:
+    """(tx, ty, zoom) of a flow field: mean translation in pixels, and radial expansion rate."""
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    rx, ry = xs - (w - 1) / 2, ys - (h - 1) / 2
+    tx, ty = float(flow[..., 0].mean()), float(flow[..., 1].mean())
+    fx, fy = flow[..., 0] - tx, flow[..., 1] - ty
+    zoom = float((rx * fx + ry * fy).sum() / (rx * rx + ry * ry).sum())
+    return tx, ty, zoom
+
+
+def camera_class(moves: list[tuple[float, float, float]], diag: float, mean_r: float) -> str:
+    tx = np.array([m[0] for m in moves]) / diag
+    ty = np.array([m[1] for m in moves]) / diag
+    zoom = np.array([m[2] for m in moves]) * mean_r / diag  # typical radial displacement, diag units
+    step = np.hypot(tx, ty)
+    translation = float(np.hypot(tx.mean(), ty.mean()))
+    if max(float(step.mean()), abs(float(zoom.mean()))) < STILL:
+        return "static"
+    consistency = translation / float(step.mean()) if step.mean() > 0 else 1.0
+    if abs(float(zoom.mean())) > translation:
+        return "zoom_in" if zoom.mean() > 0 else "zoom_out"
+    if consistency < 0.5:
+        return "shaky"
+    if abs(tx.mean()) >= abs(ty.mean()):
+        return "pan_left" if tx.mean() > 0 else "pan_right"
+    return "tilt_up" if ty.mean() > 0 else "tilt_down"
+
+
+class MotionScorer(ClipScorer):
+    name = "motion"
+    status_column = "motion_status"
+
+    def __init__(self, config):
+        super().__init__(config.ray.motion)
+        self.cfg = config.scoring.motion
+
+    def score(self, frames: Frames) -> dict[str, Any]:
+        h, w = frames[0][1].shape[:2]
+        size = scaled_to((w, h), short_side=self.cfg.short_side)
+        grays = [cv2.cvtColor(cv2.resize(img, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+                 for _, img in frames]
+        if len(grays) < 2:
+            return {"motion_score": None, "camera_motion": None, "motion_status": "error: fewer than 2 taps"}
+        diag = float(np.hypot(*size))
+        ys, xs = np.mgrid[0:size[1], 0:size[0]]
+        mean_r = float(np.hypot(xs - (size[0] - 1) / 2, ys - (size[1] - 1) / 2).mean())
+        magnitudes, moves = [], []
+        for prev, cur in zip(grays, grays[1:], strict=False):
+            flow = cv2.calcOpticalFlowFarneback(prev, cur, None, 0.5, self.cfg.pyramid_levels, 15, 3, 5, 1.2, 0)
+            magnitudes.append(float(np.hypot(flow[..., 0], flow[..., 1]).mean()) / diag)
+            moves.append(global_motion(flow))
+        return {"motion_score": round(float(np.mean(magnitudes)), 6),
+                "camera_motion": camera_class(moves, diag, mean_r)}
