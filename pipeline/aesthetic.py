@@ -1,6 +1,7 @@
 """Aesthetic score: open_clip image embeddings (ViT-L-14 by default) and the LAION aesthetic head.
 
-Both load from local files named in config (`scoring.aesthetic.clip_weights` as open_clip's
+Both load from local files named in config (`scoring.aesthetic.clip_arch` an open_clip model name or a
+local JSON architecture config, `scoring.aesthetic.clip_weights` as open_clip's
 `pretrained=<path>`, `head_weights` as a state dict of the public MLP 768-1024-128-64-16-1 applied to
 L2-normalised embeddings). Frames at 10 / 50 / 90 % of the clip; mean and min are stored, and the
 middle frame's normalised embedding is kept for dedup and the dashboards. Without weights every clip
@@ -62,8 +63,12 @@ class AestheticScorer(ClipScorer):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
+        arch = self.cfg.clip_arch
+        if arch.endswith(".json"):  # a local architecture config: registered under its file stem
+            open_clip.add_model_config(arch)
+            arch = Path(arch).stem
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            self.cfg.clip_arch, pretrained=self.cfg.clip_weights, device=device)
+            arch, pretrained=self.cfg.clip_weights, device=device)
         self.model.eval()
         dim = self.model.visual.output_dim
         self.head = laion_head(dim).to(device).eval()

@@ -94,7 +94,7 @@ class OcrScoring:
 @dataclass
 class AestheticScoring:
     enabled: bool = True
-    clip_arch: str = "ViT-L-14"
+    clip_arch: str = "ViT-L-14"  # an open_clip model name, or a local JSON architecture config
     clip_weights: str = ""  # local open_clip checkpoint; empty: not_scored
     head_weights: str = ""  # local LAION aesthetic MLP state dict (768-1024-128-64-16-1)
     device: str = "auto"  # auto: cuda when present
