@@ -128,6 +128,39 @@ class Thresholds:
 
 
 @dataclass
+class CaptionConfig:
+    enabled: bool = True
+    backend: str = "signals"  # signals (no model) | openai (any OpenAI-compatible endpoint) | vllm (own servers)
+    fps: float = 2.0  # frames per second sent to the model
+    short_side: int = 336
+    model: str = ""  # vllm: local model path; openai: the served model name
+    base_url: str = "http://127.0.0.1:8000"  # openai backend
+    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
+    concurrency: int = 32
+    timeout_s: float = 120.0
+    retries: int = 3
+    backoff_s: float = 1.0
+    temperature: float = 0.1
+    top_p: float = 0.001
+    repetition_penalty: float = 1.05
+    max_tokens: int = 512
+    min_tokens: int = 16
+    vllm_command: list[str] = field(default_factory=lambda: [
+        "vllm", "serve", "{model}", "--port", "{port}", "--host", "127.0.0.1", "--tensor-parallel-size", "{tp}",
+        "--limit-mm-per-prompt", '{"image": 32}'])
+    tensor_parallel: int = 1
+    health_timeout_s: float = 900.0
+    clips_per_task: int = 64
+
+    def fingerprint(self) -> str:
+        from pipeline.captions import PROMPT
+
+        keys = (self.backend, self.model, self.fps, self.short_side, self.temperature, self.top_p,
+                self.repetition_penalty, self.max_tokens, self.min_tokens, PROMPT)
+        return json.dumps(keys)
+
+
+@dataclass
 class StageResources:
     num_cpus: float = 0.5
     num_gpus: float = 0.0
@@ -143,6 +176,7 @@ class RayConfig:
     ocr: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, concurrency=2))
     aesthetic: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=1))
     dedup: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=2))
+    caption: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, concurrency=2))
 
 
 @dataclass
@@ -154,6 +188,7 @@ class CurateConfig:
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    captions: CaptionConfig = field(default_factory=CaptionConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

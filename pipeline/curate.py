@@ -21,6 +21,7 @@ from tqdm import tqdm
 from pipeline import __version__
 from pipeline.aesthetic import AestheticScorer
 from pipeline.analyze import Analysis, AnalyzeInput, error_analysis
+from pipeline.caption_stage import CaptionClips, CaptionItem
 from pipeline.config import CurateConfig
 from pipeline.decide import STATUS_COLUMNS, filter_reasons, rank_key
 from pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
@@ -92,7 +93,7 @@ class Curation:
         self.records: dict[str, dict[str, Any]] = {}
         self.scorers = scorer_classes(config)
         self.stats = {name: StageStats() for name in ["analyze", "transcode", *(c.name for c in self.scorers),
-                                                      "dedup"]}
+                                                      "dedup", "caption"]}
         self.resumed = 0
         self.address: str | None = None
 
@@ -212,6 +213,8 @@ class Curation:
                 row["clip_bytes"] = path.stat().st_size if clip["clip_id"] in files else None
                 clips.append(row)
         self._decide(clips)
+        if self.config.captions.enabled:
+            self._caption([c for c in clips if c["kept"]])
         kept = [c for c in clips if c["kept"]]
         embeddings = [{"clip_id": c["clip_id"], "clip_embedding": c.pop("clip_embedding")}
                       for c in clips if c.get("clip_embedding") is not None]
@@ -219,7 +222,8 @@ class Curation:
             clip.pop("clip_embedding", None)
         write_table(embeddings, EMBEDDINGS_SCHEMA, self.output / "embeddings.parquet")
         write_shards(kept, lambda r: self.work.clip_path(r["input_id"], r["clip_id"]).read_bytes(),
-                     lambda r: {}, self.output / "shards", self.config.shards)
+                     lambda r: {"txt": r["caption"].encode()} if r.get("caption") else {},
+                     self.output / "shards", self.config.shards)
         write_table(inputs, INPUTS_SCHEMA, self.output / "inputs.parquet")
         write_table(shots, SHOTS_SCHEMA, self.output / "shots.parquet")
         write_table(clips, MANIFEST_SCHEMA, self.output / "manifest.parquet")
@@ -266,6 +270,69 @@ class Curation:
                 clip["reject_reasons"].append("duplicate")
                 clip["kept"] = False
 
+    def _caption(self, kept: list[dict[str, Any]]) -> None:
+        """Per-second captions for kept clips; stored captions (same captioner settings) are reused."""
+        cfg = self.config.captions
+        fingerprint = cfg.fingerprint()
+        results, todo = {}, []
+        for clip in kept:
+            stored = self.work.load_caption(clip["clip_id"], fingerprint)
+            if stored is not None:
+                results[clip["clip_id"]] = stored
+            else:
+                todo.append(CaptionItem(clip["clip_id"], clip["duration_s"],
+                                        self.work.clip_path(clip["input_id"], clip["clip_id"]).read_bytes(),
+                                        clip.get("camera_motion"), clip.get("text_area_max")))
+        started = time.time()
+        if todo:
+            init_ray(self.address)
+            pool = ActorPool("caption", partial(CaptionClips, self.config), self.config.ray.caption,
+                             cfg.timeout_s * (cfg.retries + 1) * 4 + cfg.health_timeout_s)
+
+            def collect(_pool: ActorPool, done: Done) -> None:
+                stats = self.stats["caption"]
+                stats.items += len(done.item)
+                stats.busy_s += done.seconds
+                for result in done.value or [{"clip_id": i.clip_id, "error": done.error, "captioner": cfg.backend}
+                                             for i in done.item]:
+                    results[result["clip_id"]] = result
+                    if result.get("caption"):  # saved as it arrives: a crash loses no finished caption
+                        self.work.save_caption(result["clip_id"], fingerprint, result)
+                    else:
+                        stats.errors += 1
+
+            try:
+                batches = [tuple(todo[i:i + cfg.clips_per_task]) for i in range(0, len(todo), cfg.clips_per_task)]
+                run_pools(pool, enumerate(batches), collect, [pool])
+            finally:
+                pool.shutdown()
+        wall = time.time() - started
+        tokens = sum(results[c["clip_id"]].get("tokens_out", 0) for c in kept if c["clip_id"] in results)
+        self.stats["caption"].add({"requested": len(todo), "reused": len(kept) - len(todo),
+                                   "output_tokens": tokens, "wall_s": round(wall, 3)})
+        for clip in kept:
+            result = results.get(clip["clip_id"], {"error": "not captioned"})
+            caption = result.get("caption")
+            clip.update({
+                "caption": caption["summary"] if caption else None,
+                "captions_per_second": [s["caption"] for s in caption["seconds"]] if caption else None,
+                "captioner": result.get("captioner"), "caption_tokens_in": result.get("tokens_in"),
+                "caption_tokens_out": result.get("tokens_out"), "caption_latency_s": result.get("latency_s"),
+                "caption_error": None if caption else result.get("error"),
+                "caption_raw": None if caption else result.get("raw"),
+            })
+            if not caption:
+                clip["reject_reasons"].append("caption_error")
+                clip["kept"] = False
+
+    def _caption_throughput(self) -> dict[str, float]:
+        extra = self.stats["caption"].extra
+        wall = extra.get("wall_s", 0.0)
+        if not extra.get("requested") or not wall:
+            return {}
+        return {"caption_clips_per_s": round(extra["requested"] / wall, 4),
+                "caption_output_tokens_per_s": round(extra["output_tokens"] / wall, 4)}
+
     def _run_json(self, inputs: list[dict], shots: list[dict], clips: list[dict], started: float) -> dict:
         wall = time.time() - started
         video_s = sum(r["duration_s"] or 0.0 for r in inputs)
@@ -286,7 +353,7 @@ class Curation:
             "counts": counts, "stages": {name: asdict(s) for name, s in self.stats.items()},
             "wall_s": round(wall, 3),
             "throughput": {"inputs_per_s": round(len(inputs) / wall, 4), "video_s_per_s": round(video_s / wall, 4),
-                           "clips_per_s": round(counts["clips_kept"] / wall, 4)},
+                           "clips_per_s": round(counts["clips_kept"] / wall, 4), **self._caption_throughput()},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         }
 

@@ -76,6 +76,20 @@ class WorkDir:
             jpegs = [blob[offsets[i]:offsets[i + 1]] for i in range(len(data["lengths"]))]
             return FrameTaps(list(map(float, data["times"])), jpegs)
 
+    def caption_path(self, clip_id: str) -> Path:
+        return self.root / "captions" / f"{clip_id}.json"
+
+    def save_caption(self, clip_id: str, fingerprint: str, result: dict[str, Any]) -> None:
+        atomic_write(self.caption_path(clip_id), json.dumps({"fingerprint": fingerprint, **result}).encode())
+
+    def load_caption(self, clip_id: str, fingerprint: str) -> dict[str, Any] | None:
+        path = self.caption_path(clip_id)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return record if record.get("fingerprint") == fingerprint and record.get("caption") else None
+
     def load(self, input_id: str) -> dict[str, Any] | None:
         """The stored record of a complete input made under this fingerprint, else None."""
         path = self.marker(input_id)

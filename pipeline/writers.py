@@ -43,6 +43,9 @@ MANIFEST_SCHEMA = pa.schema([
     ("aesthetic_min", pa.float64()), ("aesthetic_status", pa.string()), ("content_hash", pa.string()),
     ("phash", pa.string()), ("phashes", pa.list_(pa.string())), ("hash_status", pa.string()),
     ("dup_group", pa.string()), ("dup_of", pa.string()),
+    ("caption", pa.string()), ("captions_per_second", pa.list_(pa.string())), ("captioner", pa.string()),
+    ("caption_tokens_in", pa.int64()), ("caption_tokens_out", pa.int64()), ("caption_latency_s", pa.float64()),
+    ("caption_error", pa.string()), ("caption_raw", pa.string()),
 ])
 EMBEDDINGS_SCHEMA = pa.schema([("clip_id", pa.string()), ("clip_embedding", pa.list_(pa.float32()))])
 
