@@ -40,7 +40,7 @@ class AestheticScorer(ClipScorer):
     status_column = "aesthetic_status"
 
     def __init__(self, config):
-        super().__init__(config.ray.aesthetic)
+        super().__init__(config)
         self.cfg = config.scoring.aesthetic
         self.missing = self._missing_weights()
         self.model = None

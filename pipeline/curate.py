@@ -121,8 +121,7 @@ class Curation:
         analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze, cfg.decode.input_timeout_s)
         transcode = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode,
                               cfg.decode.input_timeout_s)
-        scoring = [ActorPool(cls.name, partial(cls, cfg), getattr(cfg.ray, cls.name if cls.name != "hashes"
-                                                                   else "quality"), cfg.decode.input_timeout_s)
+        scoring = [ActorPool(cls.name, partial(cls, cfg), cls.resources(cfg), cfg.decode.input_timeout_s)
                    for cls in self.scorers]
         status_column = {cls.name: cls.status_column for cls in self.scorers}
         in_flight: dict[str, _InFlight] = {}

@@ -26,9 +26,7 @@ def hamming(a: int, b: int) -> int:
 class ContentHashes(ClipScorer):
     name = "hashes"
     status_column = "hash_status"
-
-    def __init__(self, config):
-        super().__init__(config.ray.quality)
+    resources_key = "quality"
 
     def score(self, frames: Frames) -> dict[str, Any]:
         digest = hashlib.sha1()

@@ -52,9 +52,9 @@ class MotionScorer(ClipScorer):
     name = "motion"
     status_column = "motion_status"
 
-    def __init__(self, config):
-        super().__init__(config.ray.motion)
-        self.cfg = config.scoring.motion
+    @property
+    def cfg(self):
+        return self.config.scoring.motion
 
     def score(self, frames: Frames) -> dict[str, Any]:
         h, w = frames[0][1].shape[:2]

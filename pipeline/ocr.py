@@ -48,7 +48,7 @@ class TextScorer(ClipScorer):
     status_column = "ocr_status"
 
     def __init__(self, config):
-        super().__init__(config.ray.ocr)
+        super().__init__(config)
         self.cfg = config.scoring.ocr
         self.engine = None
 

@@ -26,9 +26,6 @@ class TechnicalQuality(ClipScorer):
     name = "quality"
     status_column = "quality_status"
 
-    def __init__(self, config):
-        super().__init__(config.ray.quality)
-
     def score(self, frames: Frames) -> dict[str, Any]:
         grays = [cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) for _, image in frames]
         return {

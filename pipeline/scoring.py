@@ -31,6 +31,15 @@ class ClipScorer(Stage):
     """Subclasses set `name`, `status_column`, and implement `score(frames) -> columns`."""
 
     status_column = "status"
+    resources_key = ""  # which config.ray entry sizes this scorer's pool; default: its name
+
+    def __init__(self, config):
+        super().__init__(self.resources(config))
+        self.config = config
+
+    @classmethod
+    def resources(cls, config):
+        return getattr(config.ray, cls.resources_key or cls.name)
 
     def process(self, batch: ScoreBatch) -> dict[str, dict[str, Any]]:
         out = {}
