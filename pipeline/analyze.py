@@ -90,9 +90,9 @@ class AnalyzeInput(Stage):
                 taps, next_tap, end_s = FrameTaps(), 0.0, 0.0
                 last_time, step = None, 1.0 / cfg.decode.tap_fps
                 for frame in reader.decoded():
-                    detector.add(frame.index, frame.pts, frame.time_s, frame.image(detect_size))
+                    detector.add(frame.index, frame.pts, frame.time_s, frame.image(detect_size, "FAST_BILINEAR"))
                     if frame.time_s >= next_tap - 1e-6:
-                        taps.add(frame.time_s, frame.image(tap_size))
+                        taps.add(frame.time_s, frame.image(tap_size, "AREA"))
                         next_tap = frame.time_s + step
                     end_s = max(end_s, frame.time_s + (frame.duration_s or (1.0 / probe.fps if probe.fps else 0.0)))
                     last_time = frame.time_s

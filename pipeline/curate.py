@@ -59,18 +59,21 @@ def scorer_classes(config: CurateConfig) -> list[type]:
 class _InFlight:
     analysis: Analysis
     batches_left: int
-    videos: dict[str, bytes] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     retryable: bool = False
 
 
-def clip_batches(analysis: Analysis, size: int) -> list[ClipBatch]:
-    """Candidate clips with no reject reason so far, in batches of at most `size` spans."""
-    spans = [ClipSpan(c["clip_id"], c["start_s"], c["end_s"]) for c in analysis.clips if not c["reject_reasons"]]
-    row = analysis.input
-    return [ClipBatch(row["input_id"], row["source_uri"], tuple(spans[i:i + size]))
-            for i in range(0, len(spans), size)]
+def clip_batches(clips: list[dict[str, Any]], size: int) -> list[ClipBatch]:
+    """Clips grouped by input, in batches of at most `size` spans (one seek per batch)."""
+    by_input: dict[str, list[dict[str, Any]]] = {}
+    for clip in clips:
+        by_input.setdefault(clip["input_id"], []).append(clip)
+    batches = []
+    for input_id, members in by_input.items():
+        spans = [ClipSpan(c["clip_id"], c["start_s"], c["end_s"]) for c in sorted(members, key=lambda c: c["start_s"])]
+        batches += [ClipBatch(input_id, members[0]["source_uri"], tuple(spans[i:i + size]))
+                    for i in range(0, len(spans), size)]
+    return batches
 
 
 def score_batches(analysis: Analysis, size: int) -> list[ScoreBatch]:
@@ -119,14 +122,11 @@ class Curation:
     def _process(self, todo: list[InputRef]) -> None:
         cfg = self.config
         analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze, cfg.decode.input_timeout_s)
-        transcode = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode,
-                              cfg.decode.input_timeout_s)
         scoring = [ActorPool(cls.name, partial(cls, cfg), cls.resources(cfg), cfg.decode.input_timeout_s)
                    for cls in self.scorers]
         status_column = {cls.name: cls.status_column for cls in self.scorers}
         in_flight: dict[str, _InFlight] = {}
-        bars = {"inputs": tqdm(total=len(todo), desc="inputs", unit="video", disable=not self.progress),
-                "clips": tqdm(total=0, desc="clips ", unit="clip", disable=not self.progress)}
+        bar = tqdm(total=len(todo), desc="analyse + score", unit="video", disable=not self.progress)
 
         def on_done(pool: ActorPool, done: Done) -> None:
             stats = self.stats[pool.name]
@@ -139,17 +139,12 @@ class Curation:
             if pool is analyze:
                 analysis = error_analysis(done.item, done.error) if done.error else done.value
                 state = _InFlight(analysis, 0, retryable=done.retryable)
-                for batch in clip_batches(analysis, cfg.transcode.clips_per_task):
-                    transcode.submit(done.tag, batch)
-                    state.batches_left += 1
-                    bars["clips"].total += len(batch.clips)
-                    bars["clips"].refresh()
                 for batch in score_batches(analysis, cfg.transcode.clips_per_task):
                     for scorer in scoring:
                         scorer.submit(done.tag, batch)
                         state.batches_left += 1
                 in_flight[done.tag] = state
-            elif pool is not transcode:
+            else:
                 state = in_flight[done.tag]
                 state.batches_left -= 1
                 state.retryable |= done.retryable
@@ -157,28 +152,16 @@ class Curation:
                                         for span in done.item.clips}
                 for clip_id, columns in values.items():
                     state.scores.setdefault(clip_id, {}).update(columns)
-            else:
-                state = in_flight[done.tag]
-                state.batches_left -= 1
-                state.retryable |= done.retryable
-                if done.error:
-                    state.errors.update({span.clip_id: done.error for span in done.item.clips})
-                else:
-                    state.videos.update(done.value.videos)
-                    state.errors.update(done.value.errors)
-                    stats.add({"frames_out": done.value.frames_out})
-                bars["clips"].update(len(done.item.clips))
             if state.batches_left == 0:
                 self._store(in_flight.pop(done.tag))
-                bars["inputs"].update(1)
+                bar.update(1)
 
-        pools = [analyze, transcode, *scoring]
+        pools = [analyze, *scoring]
         fit_to_cluster(pools)
         try:
             run_pools(analyze, ((ref.input_id, ref) for ref in todo), on_done, pools)
         finally:
-            for bar in bars.values():
-                bar.close()
+            bar.close()
             for pool in pools:
                 pool.shutdown()
 
@@ -186,15 +169,11 @@ class Curation:
         analysis = state.analysis
         for clip in analysis.clips:
             clip.update(state.scores.get(clip["clip_id"], {}))
-            clip["error"] = state.errors.get(clip["clip_id"])
-            if clip["error"]:
-                clip["reject_reasons"].append("transcode_error")
         input_id = analysis.input["input_id"]
         if state.retryable:  # a worker died: report it now, redo it on the next run
-            self.records[input_id] = {"input": analysis.input, "shots": analysis.shots,
-                                      "clips": analysis.clips, "clip_files": []}
+            self.records[input_id] = asdict_record(analysis)
             return
-        self.work.save(analysis, state.videos)
+        self.work.save(analysis)
         self.records[input_id] = self.work.load(input_id)
 
     # -- outputs ------------------------------------------------------------------------------
@@ -204,14 +183,10 @@ class Curation:
             record = self.records.get(ref.input_id) or asdict_record(error_analysis(ref, "not processed"))
             inputs.append(record["input"])
             shots += [{"input_id": ref.input_id, **asdict(s)} for s in record["shots"]]
-            files = set(record["clip_files"])
-            for clip in record["clips"]:
-                row = {**clip, "kept": not clip["reject_reasons"] and clip["clip_id"] in files,
-                       "shard": None, "key": None}
-                path = self.work.clip_path(ref.input_id, clip["clip_id"])
-                row["clip_bytes"] = path.stat().st_size if clip["clip_id"] in files else None
-                clips.append(row)
+            clips += [{**clip, "reject_reasons": list(clip["reject_reasons"]), "kept": not clip["reject_reasons"],
+                       "error": None, "clip_bytes": None, "shard": None, "key": None} for clip in record["clips"]]
         self._decide(clips)
+        self._transcode([c for c in clips if c["kept"]])
         if self.config.captions.enabled:
             self._caption([c for c in clips if c["kept"]])
         kept = [c for c in clips if c["kept"]]
@@ -267,6 +242,45 @@ class Curation:
             clip["dup_group"], clip["dup_of"] = group, dup_of
             if dup_of is not None:
                 clip["reject_reasons"].append("duplicate")
+                clip["kept"] = False
+
+    def _transcode(self, kept: list[dict[str, Any]]) -> None:
+        """Transcode the clips that passed every filter; clip files already made are reused."""
+        cfg = self.config
+        todo = [c for c in kept if not self.work.clip_path(c["input_id"], c["clip_id"]).exists()]
+        errors: dict[str, str] = {}
+        if todo:
+            init_ray(self.address)
+            pool = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
+            bar = tqdm(total=len(todo), desc="transcode", unit="clip", disable=not self.progress)
+            stats = self.stats["transcode"]
+
+            def collect(_pool: ActorPool, done: Done) -> None:
+                stats.items += 1
+                stats.busy_s += done.seconds
+                if done.error:
+                    stats.errors += 1
+                    errors.update({span.clip_id: done.error for span in done.item.clips})
+                else:  # written as they arrive: a crash loses no finished clip
+                    for clip_id, data in done.value.videos.items():
+                        atomic_write(self.work.clip_path(done.item.input_id, clip_id), data)
+                    errors.update(done.value.errors)
+                    stats.add({"clips": len(done.value.videos), "frames_out": done.value.frames_out})
+                bar.update(len(done.item.clips))
+
+            try:
+                run_pools(pool, ((b.input_id, b) for b in clip_batches(todo, cfg.transcode.clips_per_task)),
+                          collect, [pool])
+            finally:
+                bar.close()
+                pool.shutdown()
+        for clip in kept:
+            path = self.work.clip_path(clip["input_id"], clip["clip_id"])
+            if path.exists():
+                clip["clip_bytes"] = path.stat().st_size
+            else:
+                clip["error"] = errors.get(clip["clip_id"], "transcode: no output")
+                clip["reject_reasons"].append("transcode_error")
                 clip["kept"] = False
 
     def _caption(self, kept: list[dict[str, Any]]) -> None:
@@ -358,7 +372,7 @@ class Curation:
 
 
 def asdict_record(analysis: Analysis) -> dict[str, Any]:
-    return {"input": analysis.input, "shots": analysis.shots, "clips": analysis.clips, "clip_files": []}
+    return {"input": analysis.input, "shots": analysis.shots, "clips": analysis.clips}
 
 
 def versions() -> dict[str, str]:

@@ -77,7 +77,7 @@ class VideoReader:
         self.threads = threads
         self.container: av.container.InputContainer | None = None
         self.probe: Probe | None = None
-        self.scalers: dict[tuple[int, int], VideoReformatter] = {}  # one cached swscale context per size
+        self.scalers: dict[tuple, VideoReformatter] = {}  # one cached swscale context per size and filter
 
     def __enter__(self) -> VideoReader:
         try:
@@ -172,19 +172,24 @@ class DecodedFrame:
     pts: int  # in Probe.time_base, relative to container start
     frame: av.VideoFrame
     probe: Probe
-    scalers: dict[tuple[int, int], VideoReformatter]
+    scalers: dict[tuple, VideoReformatter]
 
     @property
     def duration_s(self) -> float:
         return self.frame.duration * float(self.probe.time_base) if self.frame.duration else 0.0
 
-    def image(self, size: tuple[int, int]) -> np.ndarray:
-        """The frame as displayed, scaled to `size` = (width, height) of the upright picture (BGR)."""
+    def image(self, size: tuple[int, int], interpolation: str = "BILINEAR") -> np.ndarray:
+        """The frame as displayed, scaled to `size` = (width, height) of the upright picture (BGR).
+
+        BILINEAR (swscale's, whose filter widens with the downscale factor) for output clips; AREA for
+        analysis frames; FAST_BILINEAR (fixed two taps, like OpenCV's INTER_LINEAR that PySceneDetect
+        uses) for the every-frame shot-detection path, where it is 2.5x cheaper from 1080p.
+        """
         rotation = self.probe.rotation
         coded = size if rotation not in (90, 270) else (size[1], size[0])
-        scaler = self.scalers.setdefault(coded, VideoReformatter())
+        scaler = self.scalers.setdefault((*coded, interpolation), VideoReformatter())
         image = scaler.reformat(self.frame, width=coded[0], height=coded[1], format="bgr24",
-                                interpolation="BILINEAR").to_ndarray()
+                                interpolation=interpolation).to_ndarray()
         return upright(image, rotation)
 
 

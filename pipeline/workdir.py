@@ -1,11 +1,13 @@
-"""OUTPUT/_work: per-input results and clip files, the resume markers that make re-runs safe.
+"""OUTPUT/_work: per-input results (the resume markers), frame taps, clip files and captions.
 
-An input is complete when inputs/{input_id}.json exists, was made under the same config
-fingerprint, and every clip file it lists exists. The marker is written last, atomically.
+An input is complete when inputs/{input_id}.json exists and was made under the same config
+fingerprint; its taps are written before it. Clip files and captions are written one by one, atomically,
+as they are made, under a directory named by the fingerprint, so a re-run reuses exactly what exists.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -35,26 +37,24 @@ class WorkDir:
     def __init__(self, output: Path, fingerprint: str):
         self.root = output / "_work"
         self.fingerprint = fingerprint
+        self.clips_dir = self.root / "clips" / hashlib.sha1(fingerprint.encode()).hexdigest()[:12]
 
     def marker(self, input_id: str) -> Path:
         return self.root / "inputs" / f"{input_id}.json"
 
     def clip_path(self, input_id: str, clip_id: str) -> Path:
-        return self.root / "clips" / input_id / f"{clip_id}.mp4"
+        return self.clips_dir / input_id / f"{clip_id}.mp4"
 
     def taps_path(self, input_id: str) -> Path:
         return self.root / "taps" / f"{input_id}.npz"
 
-    def save(self, analysis: Analysis, videos: dict[str, bytes]) -> None:
-        """Persist one finished input: clip files and taps first, the marker last."""
+    def save(self, analysis: Analysis) -> None:
+        """Persist one analysed and scored input: taps first, the marker last."""
         input_id = analysis.input["input_id"]
-        for clip_id, data in videos.items():
-            atomic_write(self.clip_path(input_id, clip_id), data)
         if analysis.taps.jpegs:
             self.save_taps(input_id, analysis.taps)
         record = {"fingerprint": self.fingerprint, "input": analysis.input,
-                  "shots": [asdict(s) for s in analysis.shots], "clips": analysis.clips,
-                  "clip_files": sorted(videos)}
+                  "shots": [asdict(s) for s in analysis.shots], "clips": analysis.clips}
         atomic_write(self.marker(input_id), json.dumps(record).encode())
 
     def save_taps(self, input_id: str, taps: FrameTaps) -> None:
@@ -100,8 +100,6 @@ class WorkDir:
         except (OSError, json.JSONDecodeError):
             return None
         if record.get("fingerprint") != self.fingerprint:
-            return None
-        if not all(self.clip_path(input_id, c).exists() for c in record["clip_files"]):
             return None
         record["shots"] = [Shot(**s) for s in record["shots"]]
         return record

@@ -86,13 +86,15 @@ def test_threshold_only_rerun_recomputes_nothing(curated, tmp_path, local_ray):
     summary = Curation(str(Path(json.loads((curated / "run.json").read_text())["input"])), out, config,
                        progress=False).run()
     assert summary["counts"]["inputs_resumed"] == summary["counts"]["inputs"]
-    assert all(stage["items"] == 0 for name, stage in summary["stages"].items() if name not in ("dedup", "caption"))
+    assert all(stage["items"] == 0 for name, stage in summary["stages"].items()
+               if name not in ("dedup", "transcode", "caption"))
     before, after = rows(curated), rows(out)
     assert after["logo.mp4"][0]["kept"] and not before["logo.mp4"][0]["kept"]
     # only clips that became kept are captioned; every earlier caption is reused
     newly_kept = sum(a["kept"] and not b["kept"] for n in before for a, b in zip(after[n], before[n], strict=True))
     was_kept = sum(b["kept"] for rs in before.values() for b in rs)
     assert summary["stages"]["caption"]["extra"]["requested"] == newly_kept == 2  # logo and subtitles
+    assert summary["stages"]["transcode"]["extra"]["clips"] == newly_kept  # only they are transcoded now
     assert summary["stages"]["caption"]["extra"]["reused"] == was_kept
     for name in before:
         for a, b in zip(before[name], after[name], strict=True):

@@ -17,7 +17,7 @@ def detect(path, config: ShotConfig):
         size = scaled_to((probe.display_width, probe.display_height), long_side=DETECTION_LONG_SIDE)
         end = 0.0
         for frame in reader.decoded():
-            detector.add(frame.index, frame.pts, frame.time_s, frame.image(size))
+            detector.add(frame.index, frame.pts, frame.time_s, frame.image(size, "FAST_BILINEAR"))
             end = frame.time_s + 1 / probe.fps
         return detector.finish(end), probe
 
