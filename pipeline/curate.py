@@ -223,6 +223,7 @@ class Curation:
             init_ray(self.address)
             rule = DedupRule(th.phash_distance_max, th.clip_cosine_min)
             pool = ActorPool("dedup", partial(NearDuplicatePairs, rule), self.config.ray.dedup)
+            fit_to_cluster([pool])
 
             def collect(_pool: ActorPool, done: Done) -> None:
                 if done.error:
@@ -252,6 +253,7 @@ class Curation:
         if todo:
             init_ray(self.address)
             pool = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
+            fit_to_cluster([pool])
             bar = tqdm(total=len(todo), desc="transcode", unit="clip", disable=not self.progress)
             stats = self.stats["transcode"]
 
@@ -301,6 +303,7 @@ class Curation:
             init_ray(self.address)
             pool = ActorPool("caption", partial(CaptionClips, self.config), self.config.ray.caption,
                              cfg.timeout_s * (cfg.retries + 1) * 4 + cfg.health_timeout_s)
+            fit_to_cluster([pool])
 
             def collect(_pool: ActorPool, done: Done) -> None:
                 stats = self.stats["caption"]

@@ -119,23 +119,38 @@ class ActorPool:
         self.idle, self.busy, self.n_actors = [], {}, 0
 
 
-def fit_to_cluster(pools: list[ActorPool]) -> None:
-    """Scale CPU reservations so every pool can hold all its actors at once on this cluster.
+def _packs(sizes: list[float], capacities: list[float]) -> bool:
+    """First-fit decreasing: can actors of these CPU sizes all be placed on nodes of these capacities?"""
+    free = sorted(capacities, reverse=True)
+    for size in sorted(sizes, reverse=True):
+        for i, room in enumerate(free):
+            if size <= room + 1e-9:
+                free[i] = room - size
+                break
+        else:
+            return False
+    return True
 
-    Pools keep idle actors alive, so reservations that add up past the cluster's CPUs would leave
-    later stages' actors unschedulable forever (a deadlock). Actual CPU use is not capped by this.
+
+def fit_to_cluster(pools: list[ActorPool]) -> None:
+    """Shrink CPU reservations when the pools' actors cannot all be placed on the cluster's nodes.
+
+    Pools keep idle actors alive, so an actor that fits nowhere (too few CPUs in total, or spread
+    over nodes so no node has room) would wait forever: a deadlock. Then every actor reserves
+    `smallest node / number of actors`, which fits wherever Ray puts them. Real CPU use is not capped.
     """
-    wanted = sum(p.resources.num_cpus * p.resources.concurrency for p in pools)
-    available = float(ray.cluster_resources().get("CPU", 0.0))
-    if wanted <= available or not available:
+    sizes = [p.resources.num_cpus for p in pools for _ in range(p.resources.concurrency)]
+    capacities = [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    capacities = [c for c in capacities if c > 0]
+    if not capacities or _packs(sizes, capacities):
         return
-    factor = available * 0.95 / wanted
+    share = round(min(capacities) / len(sizes), 4)
     for pool in pools:
-        pool.resources = replace(pool.resources, num_cpus=round(pool.resources.num_cpus * factor, 4))
+        pool.resources = replace(pool.resources, num_cpus=min(pool.resources.num_cpus, share))
         pool.remote_cls = ray.remote(StageActor).options(
             num_cpus=pool.resources.num_cpus, num_gpus=pool.resources.num_gpus, max_concurrency=1)
-    print(f"vidmill: stage pools ask for {wanted:.2f} CPUs, the cluster has {available:.0f}: "
-          f"reservations scaled by {factor:.2f}", flush=True)
+    print(f"vidmill: {len(sizes)} stage actors asking for {sum(sizes):.2f} CPUs do not fit on nodes with "
+          f"{capacities} CPUs: each reserves {share} CPU instead", flush=True)
 
 
 def run_pools(first: ActorPool, items: Iterator[tuple[Any, Any]],
@@ -156,6 +171,6 @@ def init_ray(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level="WARNING")
-    else:
-        ray.init(include_dashboard=False, logging_level="WARNING")
+    else:  # "local": a fresh instance, never a cluster some earlier `ray start` left on this machine
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
 

@@ -7,7 +7,7 @@ import sys
 from ray import cloudpickle
 
 from pipeline.config import StageResources
-from pipeline.ray_plan import ActorPool, run_pools
+from pipeline.ray_plan import ActorPool, _packs, run_pools
 from pipeline.stage import Stage
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
@@ -44,3 +44,10 @@ def test_hang_crash_and_exception_become_errors_and_other_items_finish(local_ray
     assert "timed out after 20s" in results["hang"].error and not results["hang"].retryable
     assert "worker died" in results["crash"].error and results["crash"].retryable
     assert "RuntimeError: bad item" in results["raise"].error and results["raise"].retryable
+
+
+def test_packing_check_sees_fragmentation_across_nodes():
+    assert _packs([0.5, 0.5, 0.25, 0.25], [1.0, 1.0])
+    assert not _packs([0.6, 0.6, 0.6], [1.0, 1.0])  # 1.8 CPUs in total, yet the third actor fits nowhere
+    assert not _packs([2 / 9] * 9, [1.0, 1.0])  # 4 + 4 per node, the ninth nowhere
+    assert _packs([1 / 9] * 9, [1.0])  # the fallback share: smallest node / number of actors
