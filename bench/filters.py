@@ -48,7 +48,7 @@ def main() -> None:
     root = Path(args.inputs) if args.inputs else Path(tempfile.mkdtemp(prefix="vidmill-filters-")) / "inputs"
     if not args.inputs:
         make_inputs(root, 4, 20)
-    scorers = [cls(config) for cls in scorer_classes(config) if cls.name != "aesthetic" or not cls(config).missing]
+    scorers = [s for s in (cls(config) for cls in scorer_classes(config)) if not getattr(s, "missing", None)]
     for scorer in scorers:
         scorer.setup()
     analyze = AnalyzeInput(config)

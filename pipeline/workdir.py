@@ -1,7 +1,7 @@
-"""OUTPUT/_work: per-input results (the resume markers), frame taps, clip files and captions.
+"""OUTPUT/_work: per-input results (the resume markers), clip files and captions.
 
 An input is complete when inputs/{input_id}.json exists and was made under the same config
-fingerprint; its taps are written before it. Clip files and captions are written one by one, atomically,
+fingerprint. Clip files and captions are written one by one, atomically,
 as they are made, under a directory named by the fingerprint, so a re-run reuses exactly what exists.
 """
 
@@ -15,9 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pipeline.analyze import Analysis, FrameTaps
+from pipeline.analyze import Analysis
 from pipeline.shots import Shot
 
 
@@ -45,36 +43,12 @@ class WorkDir:
     def clip_path(self, input_id: str, clip_id: str) -> Path:
         return self.clips_dir / input_id / f"{clip_id}.mp4"
 
-    def taps_path(self, input_id: str) -> Path:
-        return self.root / "taps" / f"{input_id}.npz"
-
     def save(self, analysis: Analysis) -> None:
-        """Persist one analysed and scored input: taps first, the marker last."""
+        """Persist one analysed and scored input (its marker); taps are not kept once scored."""
         input_id = analysis.input["input_id"]
-        if analysis.taps.jpegs:
-            self.save_taps(input_id, analysis.taps)
         record = {"fingerprint": self.fingerprint, "input": analysis.input,
                   "shots": [asdict(s) for s in analysis.shots], "clips": analysis.clips}
         atomic_write(self.marker(input_id), json.dumps(record).encode())
-
-    def save_taps(self, input_id: str, taps: FrameTaps) -> None:
-        lengths = np.array([len(j) for j in taps.jpegs], dtype=np.int64)
-        blob = np.frombuffer(b"".join(taps.jpegs), dtype=np.uint8)
-        path = self.taps_path(input_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, times=np.array(taps.times_s), lengths=lengths, blob=blob)
-        os.replace(tmp, path)
-
-    def load_taps(self, input_id: str) -> FrameTaps:
-        path = self.taps_path(input_id)
-        if not path.exists():
-            return FrameTaps()
-        with np.load(path) as data:
-            offsets = np.concatenate([[0], np.cumsum(data["lengths"])])
-            blob = data["blob"].tobytes()
-            jpegs = [blob[offsets[i]:offsets[i + 1]] for i in range(len(data["lengths"]))]
-            return FrameTaps(list(map(float, data["times"])), jpegs)
 
     def caption_path(self, clip_id: str) -> Path:
         return self.root / "captions" / f"{clip_id}.json"
