@@ -1,7 +1,9 @@
 """Curation benchmark: ratios measured side by side in one run on the same inputs.
 
-1. full pipeline (`vidmill curate`, local Ray, cold start included) wall time over a plain PyAV decode
-   of every frame of the inputs (target <= 1.5x);
+1. full pipeline (`vidmill curate`, default config, local Ray, cold start included) wall time over a
+   plain PyAV decode of every frame of the inputs (target <= 1.5x); also the pipeline with the scorers
+   and captions off (decode, shots, spans, transcode of every candidate, shards) and, alone, what
+   starting and stopping local Ray costs, so the fixed part of the ratio is visible;
 2. PySceneDetect's own CLI (`scenedetect -i VIDEO detect-adaptive`) wall time over vidmill's shot stage
    (decode once + AdaptiveDetector, same settings; target >= 1.5x faster);
 3. video-seconds processed per CPU-second (machine-wide CPU time from /proc/stat during the run).
@@ -25,10 +27,12 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
 import av  # noqa: E402
+import ray  # noqa: E402
 
 from pipeline.analyze import AnalyzeInput  # noqa: E402
 from pipeline.config import CurateConfig  # noqa: E402
 from pipeline.curate import Curation  # noqa: E402
+from pipeline.ray_plan import init_ray  # noqa: E402
 from pipeline.samples import concat, shot_frames, write_video  # noqa: E402
 from pipeline.sources import list_inputs  # noqa: E402
 
@@ -55,6 +59,32 @@ def plain_decode(paths: list[str]) -> float:
             for _ in container.decode(stream):
                 pass
     return time.perf_counter() - start
+
+
+def curate(inputs: Path, out: Path, config: CurateConfig) -> tuple[dict, float]:
+    """Run the pipeline in a fresh local Ray (as `vidmill curate` does); (summary, machine CPU-s)."""
+    cpu0 = machine_cpu_seconds()
+    try:
+        summary = Curation(str(inputs), out, config, progress=False).run()
+    finally:
+        ray.shutdown()
+    return summary, machine_cpu_seconds() - cpu0
+
+
+def ray_start_stop() -> float:
+    start = time.perf_counter()
+    init_ray(None)
+    ray.shutdown()
+    return time.perf_counter() - start
+
+
+def without_scoring() -> CurateConfig:
+    config = CurateConfig()
+    for name in ("quality", "motion", "ocr", "aesthetic"):
+        getattr(config.scoring, name).enabled = False
+    config.captions.enabled = False
+    config.thresholds.dedup = False
+    return config
 
 
 def our_shot_stage(paths: list[str], config: CurateConfig) -> float:
@@ -92,10 +122,10 @@ def main() -> None:
     paths = [r.source_uri for r in refs]
 
     decode_s = plain_decode(paths)
-    cpu0 = machine_cpu_seconds()
-    summary = Curation(str(inputs), work / "out", config, progress=False).run()
-    cpu_s = machine_cpu_seconds() - cpu0
+    summary, cpu_s = curate(inputs, work / "out", config)
     pipeline_s = summary["wall_s"]
+    core, _ = curate(inputs, work / "out-core", without_scoring())
+    ray_s = ray_start_stop()
     shots_s = our_shot_stage(paths, config)
     cli_s = scenedetect_cli(paths, work / "scenedetect-out")
     video_s = summary["counts"]["video_seconds"]
@@ -105,6 +135,11 @@ def main() -> None:
     print(f"plain PyAV decode of every frame      {decode_s:8.2f} s")
     print(f"vidmill curate (full pipeline, Ray)    {pipeline_s:8.2f} s   ratio {pipeline_s / decode_s:5.2f}x "
           f"decode (target <= 1.5x)")
+    print(f"  same, scorers + captions off         {core['wall_s']:8.2f} s   ratio {core['wall_s'] / decode_s:5.2f}x "
+          f"decode ({core['counts']['clips_kept']} clips transcoded)")
+    print(f"  of which local Ray start + stop      {ray_s:8.2f} s   ({ray_s / decode_s:5.2f}x decode)")
+    busy = {name: round(stage["busy_s"], 1) for name, stage in summary["stages"].items() if stage["busy_s"]}
+    print(f"  stage busy seconds (full pipeline)   {busy}")
     print(f"vidmill shot stage (decode + detect)  {shots_s:8.2f} s")
     print(f"scenedetect CLI detect-adaptive       {cli_s:8.2f} s   ours is {cli_s / shots_s:5.2f}x faster "
           f"(target >= 1.5x)")

@@ -57,7 +57,7 @@ class TranscodeConfig:
     codec: str = "libx264"
     crf: int = 23
     preset: str = "veryfast"
-    clips_per_task: int = 32
+    clips_per_task: int = 8
 
 
 @dataclass
@@ -74,8 +74,10 @@ class QualityScoring:
 @dataclass
 class MotionScoring:
     enabled: bool = True
+    method: str = "dis"  # dis (OpenCV DIS optical flow) | farneback
+    dis_preset: str = "ultrafast"  # ultrafast | fast | medium
     short_side: int = 256  # flow is computed on the 2 fps taps at this size
-    pyramid_levels: int = 4
+    pyramid_levels: int = 4  # farneback only
 
 
 @dataclass
@@ -84,11 +86,13 @@ class OcrScoring:
     backend: str = "rapidocr"  # rapidocr (PP-OCR ONNX models shipped in the package) | paddleocr
     model_dir: str = ""  # paddleocr: local directory holding det/ and rec/ model dirs
     fps: float = 1.0
-    det_limit_side: int = 480
+    det_limit_side: int = 256  # detection short side; the taps are tap_short_side, so no upscaling
     det_box_thresh: float = 0.6
     min_chars: int = 2  # a box is text when it reads at least this many letters/digits ...
     min_confidence: float = 0.6  # ... with this recognition confidence
     persist_iou: float = 0.9
+    unchanged_max: float = 0.001  # a frame with at most this fraction of pixels changed (> 16 grey levels)
+    # since the last frame read keeps that frame's boxes
 
 
 @dataclass
@@ -106,6 +110,7 @@ class ScoringConfig:
     motion: MotionScoring = field(default_factory=MotionScoring)
     ocr: OcrScoring = field(default_factory=OcrScoring)
     aesthetic: AestheticScoring = field(default_factory=AestheticScoring)
+    clips_per_task: int = 4  # small batches let every scorer actor work on one long input at once
 
 
 @dataclass

@@ -99,6 +99,7 @@ class Curation:
                                                       "dedup", "caption"]}
         self.resumed = 0
         self.address: str | None = None
+        self.transcode_errors: dict[str, str] = {}
 
     def run(self, address: str | None = None) -> dict[str, Any]:
         started = time.time()
@@ -124,11 +125,15 @@ class Curation:
         analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze, cfg.decode.input_timeout_s)
         scoring = [ActorPool(cls.name, partial(cls, cfg), cls.resources(cfg), cfg.decode.input_timeout_s)
                    for cls in self.scorers]
+        transcode = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
         status_column = {cls.name: cls.status_column for cls in self.scorers}
         in_flight: dict[str, _InFlight] = {}
         bar = tqdm(total=len(todo), desc="analyse + score", unit="video", disable=not self.progress)
 
         def on_done(pool: ActorPool, done: Done) -> None:
+            if pool is transcode:
+                self._transcoded(done)
+                return
             stats = self.stats[pool.name]
             stats.items += 1
             stats.busy_s += done.seconds
@@ -139,7 +144,7 @@ class Curation:
             if pool is analyze:
                 analysis = error_analysis(done.item, done.error) if done.error else done.value
                 state = _InFlight(analysis, 0, retryable=done.retryable)
-                for batch in score_batches(analysis, cfg.transcode.clips_per_task):
+                for batch in score_batches(analysis, cfg.scoring.clips_per_task):
                     for scorer in scoring:
                         scorer.submit(done.tag, batch)
                         state.batches_left += 1
@@ -153,10 +158,12 @@ class Curation:
                 for clip_id, columns in values.items():
                     state.scores.setdefault(clip_id, {}).update(columns)
             if state.batches_left == 0:
-                self._store(in_flight.pop(done.tag))
+                analysis = self._store(in_flight.pop(done.tag))
+                for batch in clip_batches(self._passing(analysis.clips), cfg.transcode.clips_per_task):
+                    transcode.submit(batch.input_id, batch)
                 bar.update(1)
 
-        pools = [analyze, *scoring]
+        pools = [analyze, *scoring, transcode]
         fit_to_cluster(pools)
         try:
             run_pools(analyze, ((ref.input_id, ref) for ref in todo), on_done, pools)
@@ -165,16 +172,38 @@ class Curation:
             for pool in pools:
                 pool.shutdown()
 
-    def _store(self, state: _InFlight) -> None:
+    def _store(self, state: _InFlight) -> Analysis:
         analysis = state.analysis
         for clip in analysis.clips:
             clip.update(state.scores.get(clip["clip_id"], {}))
         input_id = analysis.input["input_id"]
         if state.retryable:  # a worker died: report it now, redo it on the next run
             self.records[input_id] = asdict_record(analysis)
-            return
+            return analysis
         self.work.save(analysis)
         self.records[input_id] = self.work.load(input_id)
+        return analysis
+
+    def _passing(self, clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Clips that pass every per-clip threshold and have no clip file yet: transcoded while the
+        rest of the bucket is analysed (global dedup may still drop a few of them at the end)."""
+        th = self.config.thresholds
+        return [c for c in clips if not c["reject_reasons"] and not filter_reasons(c, th)
+                and not self.work.clip_path(c["input_id"], c["clip_id"]).exists()]
+
+    def _transcoded(self, done: Done) -> None:
+        """Save each finished clip file as it arrives (a crash loses none) and record failures."""
+        stats = self.stats["transcode"]
+        stats.items += 1
+        stats.busy_s += done.seconds
+        if done.error:
+            stats.errors += 1
+            self.transcode_errors.update({span.clip_id: done.error for span in done.item.clips})
+            return
+        for clip_id, data in done.value.videos.items():
+            atomic_write(self.work.clip_path(done.item.input_id, clip_id), data)
+        self.transcode_errors.update(done.value.errors)
+        stats.add({"clips": len(done.value.videos), "frames_out": done.value.frames_out})
 
     # -- outputs ------------------------------------------------------------------------------
     def _finalize(self, refs: list[InputRef], started: float) -> dict[str, Any]:
@@ -246,28 +275,18 @@ class Curation:
                 clip["kept"] = False
 
     def _transcode(self, kept: list[dict[str, Any]]) -> None:
-        """Transcode the clips that passed every filter; clip files already made are reused."""
+        """Transcode kept clips not made yet (e.g. after a threshold change); made files are reused."""
         cfg = self.config
-        todo = [c for c in kept if not self.work.clip_path(c["input_id"], c["clip_id"]).exists()]
-        errors: dict[str, str] = {}
+        todo = [c for c in kept if not self.work.clip_path(c["input_id"], c["clip_id"]).exists()
+                and c["clip_id"] not in self.transcode_errors]  # failed once in this run: not again
         if todo:
             init_ray(self.address)
             pool = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
             fit_to_cluster([pool])
             bar = tqdm(total=len(todo), desc="transcode", unit="clip", disable=not self.progress)
-            stats = self.stats["transcode"]
 
             def collect(_pool: ActorPool, done: Done) -> None:
-                stats.items += 1
-                stats.busy_s += done.seconds
-                if done.error:
-                    stats.errors += 1
-                    errors.update({span.clip_id: done.error for span in done.item.clips})
-                else:  # written as they arrive: a crash loses no finished clip
-                    for clip_id, data in done.value.videos.items():
-                        atomic_write(self.work.clip_path(done.item.input_id, clip_id), data)
-                    errors.update(done.value.errors)
-                    stats.add({"clips": len(done.value.videos), "frames_out": done.value.frames_out})
+                self._transcoded(done)
                 bar.update(len(done.item.clips))
 
             try:
@@ -281,7 +300,7 @@ class Curation:
             if path.exists():
                 clip["clip_bytes"] = path.stat().st_size
             else:
-                clip["error"] = errors.get(clip["clip_id"], "transcode: no output")
+                clip["error"] = self.transcode_errors.get(clip["clip_id"], "transcode: no output")
                 clip["reject_reasons"].append("transcode_error")
                 clip["kept"] = False
 

@@ -3,12 +3,17 @@
 Default backend: the PP-OCR ONNX models shipped inside rapidocr (offline). `paddleocr` is selectable
 when installed, from local model directories. A detected box counts as text only when it reads at
 least `min_chars` letters or digits with `min_confidence` (textures and shapes read as '■').
+Detection runs on every sampled frame at the taps' resolution; recognition runs only on boxes not
+already read in the same clip, so a subtitle line or a logo is recognised once, not once per frame;
+a sampled frame that differs from the last one read in at most `unchanged_max` of its pixels (a still
+shot, a slide) keeps that frame's boxes without running detection again.
 Per clip: the largest and mean text-area ratio over sampled frames, and the area of text that persists
 (a box matched at IoU >= `persist_iou` in another sampled frame: subtitles, logos, watermarks).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import cv2
@@ -17,6 +22,16 @@ import numpy as np
 from pipeline.scoring import ClipScorer, Frames
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
+
+
+def bounding_box(poly: np.ndarray) -> Box:
+    x, y, w, h = cv2.boundingRect(poly)
+    return x, y, x + w, y + h
+
+
+def changed_fraction(a: np.ndarray, b: np.ndarray, level: int = 16) -> float:
+    """Fraction of pixels whose grey level differs by more than `level` between two frames."""
+    return float((cv2.absdiff(a, b) > level).mean())
 
 
 def iou(a: Box, b: Box) -> float:
@@ -57,9 +72,12 @@ class TextScorer(ClipScorer):
         if cfg.backend == "rapidocr":
             from rapidocr import RapidOCR
 
-            self.engine = RapidOCR(params={"Global.use_cls": False, "Global.log_level": "error",
-                                           "Det.limit_side_len": cfg.det_limit_side, "Det.limit_type": "min",
-                                           "Det.box_thresh": cfg.det_box_thresh})
+            threads = max(1, math.ceil(self.resources.num_cpus))  # what the actor reserved
+            self.engine = RapidOCR(params={
+                "Global.use_cls": False, "Global.log_level": "error", "Det.limit_side_len": cfg.det_limit_side,
+                "Det.limit_type": "min", "Det.box_thresh": cfg.det_box_thresh,
+                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1})
         elif cfg.backend == "paddleocr":
             try:
                 from paddleocr import PaddleOCR
@@ -75,20 +93,31 @@ class TextScorer(ClipScorer):
         else:
             raise ValueError(f"unknown ocr backend {cfg.backend!r}; choose 'rapidocr' or 'paddleocr'")
 
+    def text_boxes(self, image: np.ndarray, seen: list[tuple[Box, bool]]) -> list[Box]:
+        """Boxes in `image` that read as text. A box matching one already read in this clip (IoU >=
+        persist_iou: a subtitle line, a logo) reuses that verdict; only new boxes are recognised."""
+        if self.cfg.backend != "rapidocr":
+            return [box for box, text, conf in self.read(image) if self.is_text(text, conf)]
+        from rapidocr.utils.process_img import get_rotate_crop_image
+
+        det = self.engine(image, use_cls=False, use_rec=False)
+        polys = [] if det.boxes is None else [np.asarray(p, dtype=np.float32) for p in det.boxes]
+        boxes = [bounding_box(poly) for poly in polys]
+        verdicts: list[bool | None] = [next((v for old, v in seen if iou(box, old) >= self.cfg.persist_iou), None)
+                                       for box in boxes]
+        new = [i for i, v in enumerate(verdicts) if v is None]
+        if new:
+            rec = self.engine.recognize_txt([get_rotate_crop_image(image, polys[i].copy()) for i in new])
+            for i, text, conf in zip(new, rec.txts, rec.scores, strict=True):
+                verdicts[i] = self.is_text(str(text), float(conf))
+        seen += [(box, bool(v)) for box, v in zip(boxes, verdicts, strict=True) if v is not None]
+        return [box for box, v in zip(boxes, verdicts, strict=True) if v]
+
     def read(self, image: np.ndarray) -> list[tuple[Box, str, float]]:
-        if self.cfg.backend == "rapidocr":
-            res = self.engine(image, use_cls=False)
-            if res.boxes is None:
-                return []
-            polys, texts, scores = res.boxes, res.txts, res.scores
-        else:
-            page = self.engine.predict(image)[0]
-            polys, texts, scores = page["rec_polys"], page["rec_texts"], page["rec_scores"]
-        out = []
-        for poly, text, conf in zip(polys, texts, scores, strict=False):
-            x, y, w, h = cv2.boundingRect(np.asarray(poly, dtype=np.float32))
-            out.append(((x, y, x + w, y + h), str(text), float(conf)))
-        return out
+        """paddleocr: detection and recognition of every box in one call."""
+        page = self.engine.predict(image)[0]
+        return [(bounding_box(np.asarray(poly, dtype=np.float32)), str(text), float(conf))
+                for poly, text, conf in zip(page["rec_polys"], page["rec_texts"], page["rec_scores"], strict=False)]
 
     def is_text(self, text: str, confidence: float) -> bool:
         return sum(ch.isalnum() for ch in text) >= self.cfg.min_chars and confidence >= self.cfg.min_confidence
@@ -101,5 +130,11 @@ class TextScorer(ClipScorer):
             if last is None or t - last >= 1.0 / self.cfg.fps - 1e-6:
                 sampled.append(image)
                 last = t
-        per_frame = [[box for box, text, conf in self.read(image) if self.is_text(text, conf)] for image in sampled]
+        seen: list[tuple[Box, bool]] = []
+        per_frame, last_read, last_boxes = [], None, []
+        for image in sampled:
+            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            if last_read is None or changed_fraction(last_read, gray) > self.cfg.unchanged_max:
+                last_read, last_boxes = gray, self.text_boxes(image, seen)
+            per_frame.append(last_boxes)
         return text_stats(per_frame, sampled[0].shape[:2], self.cfg.persist_iou)

@@ -51,8 +51,7 @@ class _ClipEncoder:
     def done(self) -> bool:
         return self.k >= self.n_out
 
-    def emit(self, image) -> None:
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+    def emit(self, frame: av.VideoFrame) -> None:
         frame.pts = self.k
         frame.time_base = 1 / self.fps
         self.container.mux(self.stream.encode(frame))
@@ -110,9 +109,9 @@ class TranscodeClips(Stage):
     def _emit_until(encoders: list[_ClipEncoder], until_s: float, shown: DecodedFrame,
                     size: tuple[int, int]) -> None:
         """`shown` is on screen until `until_s`: it fills every output frame due before then."""
-        image = None
+        frame = None
         for enc in encoders:
             while not enc.done() and enc.next_time() < until_s - 1e-6:
-                if image is None:
-                    image = shown.image(size)
-                enc.emit(image)
+                if frame is None:
+                    frame = shown.video_frame(size)
+                enc.emit(frame)

@@ -110,6 +110,49 @@ def test_ocr_persistence_and_iou():
     assert stats["text_area_max"] == pytest.approx(0.02 + 0.08)
 
 
+def test_ocr_reads_a_persistent_box_once_with_the_same_verdicts(samples):
+    from pipeline.analyze import AnalyzeInput
+    from pipeline.ocr import TextScorer
+    from pipeline.sources import list_inputs
+
+    config = CurateConfig()
+    (ref,) = list_inputs(str(samples / "subtitles.mp4"), config.source)
+    analysis = AnalyzeInput(config).process(ref)
+    frames = [image for _, image in analysis.taps.between(0.0, 1e9)][::2]  # ~1 fps
+    scorer = TextScorer(config)
+    scorer.setup()
+    recognised = []
+    recognise = scorer.engine.recognize_txt
+    scorer.engine.recognize_txt = lambda crops: recognised.append(len(crops)) or recognise(crops)
+    seen: list = []
+    reused = [scorer.text_boxes(image, seen) for image in frames]
+    n_reused = sum(recognised)
+    recognised.clear()
+    every_box = [scorer.text_boxes(image, []) for image in frames]  # nothing seen: every box recognised
+    assert reused == every_box and any(reused)
+    assert n_reused < sum(recognised)
+
+
+def test_ocr_reads_a_still_frame_once_and_a_changed_one_again(samples):
+    from pipeline.analyze import AnalyzeInput
+    from pipeline.ocr import TextScorer
+    from pipeline.sources import list_inputs
+
+    config = CurateConfig()
+    (ref,) = list_inputs(str(samples / "subtitles.mp4"), config.source)
+    taps = AnalyzeInput(config).process(ref).taps.between(0.0, 1e9)
+    still, other = taps[0][1], next(image for _, image in taps if np.abs(image.astype(int) - taps[0][1]).mean() > 5)
+    scorer = TextScorer(config)
+    scorer.setup()
+    reads = []
+    text_boxes = scorer.text_boxes
+    scorer.text_boxes = lambda image, seen: reads.append(image) or text_boxes(image, seen)
+    frames = [(float(t), still) for t in range(4)] + [(4.0, other)] + [(float(t), still) for t in range(5, 8)]
+    stats = scorer.score(frames)
+    assert len(reads) == 3 and reads[1] is other  # still, the changed frame, still again
+    assert stats == text_stats([text_boxes(image, []) for _, image in frames], still.shape[:2], 0.9)
+
+
 def test_camera_class_from_synthetic_flow():
     right = [(5.0, 0.0, 0.0)] * 4
     assert camera_class(right, 100.0, 40.0) == "pan_left"
