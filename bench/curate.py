@@ -33,8 +33,10 @@ from pipeline.analyze import AnalyzeInput  # noqa: E402
 from pipeline.config import CurateConfig  # noqa: E402
 from pipeline.curate import Curation  # noqa: E402
 from pipeline.ray_plan import init_ray  # noqa: E402
-from pipeline.samples import concat, shot_frames, write_video  # noqa: E402
+from pipeline.samples import camera_move_frames, concat, shot_frames, write_video  # noqa: E402
 from pipeline.sources import list_inputs  # noqa: E402
+
+MOVES = ["pan_left", "zoom_in", "tilt_up", "pan_right", "zoom_out", "tilt_down"]
 
 
 def machine_cpu_seconds() -> float:
@@ -46,7 +48,9 @@ def machine_cpu_seconds() -> float:
 def make_inputs(root: Path, n: int, seconds: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        shots = [shot_frames(1000 + 10 * i + k, 5 * k, 5 * k + 5, size=(640, 360)) for k in range(seconds // 5)]
+        shots = [shot_frames(1000 + 10 * i + k, 5 * k, 5 * k + 5, size=(640, 360)) if k % 2 == 0 else
+                 camera_move_frames(1000 + 10 * i + k, MOVES[(i + k) % len(MOVES)], 5, 5 * k, size=(640, 360))
+                 for k in range(seconds // 5)]  # moving-subject shots and camera moves, alternating
         write_video(root / f"bench_{i:02d}.mp4", concat(*shots), crf=23)
 
 

@@ -72,31 +72,33 @@ def shot_frames(seed: int, start: float, end: float, fps: float = FPS, moving: b
         yield t, ball(background, t - start) if moving else background
 
 
-def camera_move_frames(seed: int, kind: str, seconds: float) -> Iterator[tuple[float, np.ndarray]]:
+def camera_move_frames(seed: int, kind: str, seconds: float, start: float = 0.0,
+                       size: tuple[int, int] = (W, H)) -> Iterator[tuple[float, np.ndarray]]:
     """A crop window moving over a large texture: pans, tilts and zooms at a steady rate."""
-    big = texture(seed, H * 3, W * 3)
-    cx, cy = W * 1.5, H * 1.5
+    w, h = size
+    big = texture(seed, h * 3, w * 3)
+    cx, cy = w * 1.5, h * 1.5
     n = round(seconds * FPS)
     for i in range(n):
         f = i / max(1, n - 1)
         scale, dx, dy = 1.0, 0.0, 0.0
         if kind == "pan_left":
-            dx = W * 0.5 * (0.5 - f)  # window moves left -> content moves right
+            dx = w * 0.5 * (0.5 - f)  # window moves left -> content moves right
         elif kind == "pan_right":
-            dx = W * 0.5 * (f - 0.5)
+            dx = w * 0.5 * (f - 0.5)
         elif kind == "tilt_up":
-            dy = H * 0.5 * (0.5 - f)
+            dy = h * 0.5 * (0.5 - f)
         elif kind == "tilt_down":
-            dy = H * 0.5 * (f - 0.5)
+            dy = h * 0.5 * (f - 0.5)
         elif kind == "zoom_in":
             scale = 1.6 - 0.8 * f  # window shrinks -> content grows
         elif kind == "zoom_out":
             scale = 0.8 + 0.8 * f
-        ww, hh = W * scale, H * scale
+        ww, hh = w * scale, h * scale
         x0, y0 = cx + dx - ww / 2, cy + dy - hh / 2
-        matrix = np.array([[ww / W, 0, x0], [0, hh / H, y0]], dtype=np.float64)
-        frame = cv2.warpAffine(big, matrix, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        yield i / FPS, frame
+        matrix = np.array([[ww / w, 0, x0], [0, hh / h, y0]], dtype=np.float64)
+        frame = cv2.warpAffine(big, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        yield start + i / FPS, frame
 
 
 def with_subtitles(frames: Iterator[tuple[float, np.ndarray]]) -> Iterator[tuple[float, np.ndarray]]:
