@@ -28,7 +28,11 @@ class DecodeConfig:
     threads: int = 0  # 0: let FFmpeg pick; decoding uses frame + slice threads
     tap_fps: float = 2.0  # frame taps for the scoring stages
     tap_short_side: int = 256
-    input_timeout_s: float = 600.0  # a hung or runaway decode becomes an error row
+    input_timeout_s: float = 600.0  # a hung or runaway decode becomes an error row ...
+    timeout_s_per_gb: float = 600.0  # ... after input_timeout_s plus this per GB of input (long videos)
+
+    def input_deadline_s(self, size_bytes: int) -> float:
+        return self.input_timeout_s + self.timeout_s_per_gb * size_bytes / 1e9
 
 
 @dataclass

@@ -122,7 +122,8 @@ class Curation:
     # -- streaming over Ray -------------------------------------------------------------------
     def _process(self, todo: list[InputRef]) -> None:
         cfg = self.config
-        analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze, cfg.decode.input_timeout_s)
+        analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze,
+                            lambda ref: cfg.decode.input_deadline_s(ref.size_bytes))
         scoring = [ActorPool(cls.name, partial(cls, cfg), cls.resources(cfg), cfg.decode.input_timeout_s)
                    for cls in self.scorers]
         transcode = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)

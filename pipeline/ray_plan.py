@@ -44,7 +44,8 @@ class Done:
 
 class ActorPool:
     def __init__(self, name: str, factory: Callable[[], Stage], resources: StageResources,
-                 timeout_s: float | None = None, retries: int = 1):
+                 timeout_s: float | Callable[[Any], float] | None = None, retries: int = 1):
+        """`timeout_s`: seconds one item may run, or a function of the item giving them."""
         self.name, self.factory, self.resources = name, factory, resources
         self.timeout_s, self.retries = timeout_s, retries
         self.remote_cls = ray.remote(StageActor).options(
@@ -73,6 +74,9 @@ class ActorPool:
             tag, item, attempt = self.queue.popleft()
             self.busy[actor.run.remote(item)] = (actor, tag, item, attempt, time.monotonic())
 
+    def _limit_s(self, item: Any) -> float | None:
+        return self.timeout_s(item) if callable(self.timeout_s) else self.timeout_s
+
     def _replace(self, actor: Any) -> None:
         ray.kill(actor, no_restart=True)
         self.n_actors -= 1
@@ -87,10 +91,11 @@ class ActorPool:
         if self.timeout_s:
             now = time.monotonic()
             for ref, (actor, tag, item, _, started) in list(self.busy.items()):
-                if now - started > self.timeout_s:
+                limit = self._limit_s(item)
+                if limit and now - started > limit:
                     del self.busy[ref]
                     self._replace(actor)
-                    done.append(Done(tag, item, error=f"{self.name}: timed out after {self.timeout_s:.0f}s"))
+                    done.append(Done(tag, item, error=f"{self.name}: timed out after {limit:.0f}s"))
         self._dispatch()
         return [d for d in done if d is not None]
 

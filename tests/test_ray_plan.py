@@ -46,6 +46,38 @@ def test_hang_crash_and_exception_become_errors_and_other_items_finish(local_ray
     assert "RuntimeError: bad item" in results["raise"].error and results["raise"].retryable
 
 
+def make_sleeper():
+    import time
+
+    class Sleeper(Stage):
+        name = "sleeper"
+
+        def process(self, item):
+            time.sleep(item[1])
+            return item[0]
+
+    return Sleeper()
+
+
+def test_deadline_can_depend_on_the_item(local_ray):
+    limits = {"small": 1.0, "large": 60.0}  # e.g. seconds allowed by input size
+    pool = ActorPool("sleeper", make_sleeper, StageResources(num_cpus=0.25, concurrency=2),
+                     timeout_s=lambda item: limits[item[0]])
+    results = {}
+    run_pools(pool, ((name, (name, 4.0)) for name in limits), lambda _p, done: results.__setitem__(done.tag, done),
+              [pool])
+    pool.shutdown()
+    assert "timed out after 1s" in results["small"].error
+    assert results["large"].value == "large" and results["large"].error is None
+
+
+def test_input_deadline_grows_with_file_size():
+    from pipeline.config import DecodeConfig
+
+    cfg = DecodeConfig(input_timeout_s=600.0, timeout_s_per_gb=600.0)
+    assert cfg.input_deadline_s(0) == 600.0 and cfg.input_deadline_s(4_000_000_000) == 3000.0
+
+
 def test_packing_check_sees_fragmentation_across_nodes():
     assert _packs([0.5, 0.5, 0.25, 0.25], [1.0, 1.0])
     assert not _packs([0.6, 0.6, 0.6], [1.0, 1.0])  # 1.8 CPUs in total, yet the third actor fits nowhere
