@@ -1,8 +1,13 @@
-"""Per-input analysis: probe, decode once, detect shots, tap frames, cut candidate clip spans."""
+"""Per-input analysis: probe, decode once, detect shots, tap frames, cut candidate clip spans.
+
+A long input is analysed in time ranges by several actors and joined (`InputRange`, `assemble`); one
+range covering the whole input is the ordinary case.
+"""
 
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,8 +15,8 @@ import cv2
 import numpy as np
 
 from pipeline.config import CurateConfig
-from pipeline.decode import DecodeError, VideoReader, scaled_to
-from pipeline.shots import DETECTION_LONG_SIDE, Shot, ShotDetector
+from pipeline.decode import DecodeError, Probe, VideoReader, scaled_to
+from pipeline.shots import DETECTION_LONG_SIDE, Shot, ShotDetector, shots_from_cuts
 from pipeline.sources import InputRef, open_input
 from pipeline.spans import clip_spans
 from pipeline.stage import InputError, Stage
@@ -62,6 +67,34 @@ def error_analysis(ref: InputRef, message: str) -> Analysis:
     return Analysis(input_row(ref, status="error", error=message))
 
 
+@dataclass(frozen=True)
+class InputRange:
+    """A time range of one input to analyse; `end_s` None: to the end of the stream.
+
+    `split`: this is the first call on the input; when the probed duration is long, analyse only the
+    first `decode.segment_s` and return the other ranges, so several actors share one long input.
+    """
+
+    ref: InputRef
+    start_s: float = 0.0
+    end_s: float | None = None
+    split: bool = False
+
+
+@dataclass
+class RangeAnalysis:
+    """What one range yields: its frames' times, the shot cuts and taps inside it, the ranges left."""
+
+    range: InputRange
+    probe: Probe | None = None
+    frame_times: list[float] = field(default_factory=list)
+    cut_times: list[float] = field(default_factory=list)
+    taps: FrameTaps = field(default_factory=FrameTaps)
+    end_s: float = 0.0  # end of the last frame shown in the range
+    rest: list[InputRange] = field(default_factory=list)
+    error: str | None = None
+
+
 class AnalyzeInput(Stage):
     name = "analyze"
 
@@ -69,41 +102,86 @@ class AnalyzeInput(Stage):
         super().__init__(config.ray.analyze)
         self.config = config
 
-    def process(self, ref: InputRef) -> Analysis:
-        try:
-            return self.analyze(ref)
-        except (DecodeError, InputError) as exc:
-            return error_analysis(ref, str(exc))
+    def process(self, item: InputRef | InputRange) -> Analysis | RangeAnalysis:
+        """An InputRef is analysed whole into an Analysis; an InputRange gives a RangeAnalysis."""
+        if isinstance(item, InputRange):
+            return self.analyze_range(item)
+        return self.assemble(item, [self.analyze_range(InputRange(item))])
 
-    def analyze(self, ref: InputRef) -> Analysis:
+    def analyze_range(self, rng: InputRange) -> RangeAnalysis:
+        try:
+            return self._analyze_range(rng)
+        except (DecodeError, InputError) as exc:
+            return RangeAnalysis(rng, error=str(exc))
+
+    def _analyze_range(self, rng: InputRange) -> RangeAnalysis:
         cfg = self.config
-        if ref.size_bytes == 0:
+        if rng.ref.size_bytes == 0:
             raise InputError("empty file (0 bytes)")
-        source = open_input(ref.source_uri, cfg.source.storage_options)
+        source = open_input(rng.ref.source_uri, cfg.source.storage_options)
         try:
             with VideoReader(source, threads=cfg.decode.threads) as reader:
                 probe = reader.probe
-                display = (probe.display_width, probe.display_height)
-                detector = ShotDetector(cfg.shots, probe.time_base, probe.fps)
-                detect_size = scaled_to(display, long_side=DETECTION_LONG_SIDE)
-                tap_size = scaled_to(display, short_side=cfg.decode.tap_short_side)
-                taps, next_tap, end_s = FrameTaps(), 0.0, 0.0
-                last_time, step = None, 1.0 / cfg.decode.tap_fps
-                for frame in reader.decoded():
-                    detector.add(frame.index, frame.pts, frame.time_s, frame.image(detect_size, "FAST_BILINEAR"))
-                    if frame.time_s >= next_tap - 1e-6:
-                        taps.add(frame.time_s, frame.image(tap_size, "AREA"))
-                        next_tap = frame.time_s + step
-                    end_s = max(end_s, frame.time_s + (frame.duration_s or (1.0 / probe.fps if probe.fps else 0.0)))
-                    last_time = frame.time_s
-                if last_time is None:
-                    raise InputError("no decodable video frames")
+                out = RangeAnalysis(rng, probe)
+                if rng.split:
+                    rng, out.rest = self.split(rng, probe)
+                    out.range = rng
+                self._decode(reader, rng, out)
         finally:
             if not isinstance(source, str):
                 source.close()
-        shots = detector.finish(end_s)
-        clips = self.candidate_clips(ref, shots, detector.time_of_frame, (probe.display_width,
-                                                                           probe.display_height))
+        return out
+
+    def split(self, rng: InputRange, probe: Probe) -> tuple[InputRange, list[InputRange]]:
+        """[0, S) now and the rest as ranges on the tap grid; the last one open-ended (durations lie)."""
+        step = self.config.decode.segment_s
+        if not step or probe.duration_s <= 1.5 * step:
+            return rng, []
+        grid = self.config.decode.tap_fps
+        bounds = [round(k * step * grid) / grid for k in range(round(probe.duration_s / step))]
+        ends: list[float | None] = [*bounds[1:], None]
+        ranges = [InputRange(rng.ref, a, b) for a, b in zip(bounds, ends, strict=True)]
+        return ranges[0], ranges[1:]
+
+    def _decode(self, reader: VideoReader, rng: InputRange, out: RangeAnalysis) -> None:
+        """Decode the range plus a margin each side that only warms up and settles the detector, so
+        cuts near the range's edges are found as in one pass over the whole input."""
+        cfg, probe = self.config, out.probe
+        fps = probe.fps or 24.0
+        warm_s = (cfg.shots.min_scene_len + 2 * cfg.shots.window_width + 4) / fps + 1.0 if rng.start_s > 0 else 0.0
+        settle_s = (2 * cfg.shots.window_width + 4) / fps + 1.0
+        display = (probe.display_width, probe.display_height)
+        detector = ShotDetector(cfg.shots, probe.time_base, probe.fps)
+        detect_size = scaled_to(display, long_side=DETECTION_LONG_SIDE)
+        tap_size = scaled_to(display, short_side=cfg.decode.tap_short_side)
+        tap_fps, next_tap = cfg.decode.tap_fps, rng.start_s
+        start, end = rng.start_s - 1e-6, math.inf if rng.end_s is None else rng.end_s - 1e-6
+        stop = None if rng.end_s is None else rng.end_s + settle_s
+        for frame in reader.decoded(start_s=max(0.0, rng.start_s - warm_s), end_s=stop):
+            detector.add(frame.pts, frame.time_s, frame.image(detect_size, "FAST_BILINEAR"))
+            if not start <= frame.time_s < end:  # warm-up or settle margin: for the detector only
+                continue
+            out.frame_times.append(frame.time_s)
+            if frame.time_s >= next_tap - 1e-6:  # first frame at or after each point of a fixed grid
+                out.taps.add(frame.time_s, frame.image(tap_size, "AREA"))
+                next_tap = (math.floor(frame.time_s * tap_fps + 1e-6) + 1) / tap_fps
+            out.end_s = max(out.end_s, frame.time_s + (frame.duration_s or (1.0 / probe.fps if probe.fps else 0.0)))
+        out.cut_times = [t for t in detector.cut_times(final=rng.end_s is None) if start <= t < end]
+
+    def assemble(self, ref: InputRef, parts: list[RangeAnalysis]) -> Analysis:
+        """One input's Analysis from its ranges (any order): shots across range edges are joined."""
+        errors = [p.error for p in parts if p.error]
+        if errors:
+            return error_analysis(ref, errors[0])
+        parts = sorted(parts, key=lambda p: p.range.start_s)
+        frame_times = [t for p in parts for t in p.frame_times]
+        if not frame_times:
+            return error_analysis(ref, "no decodable video frames")
+        taps = FrameTaps([t for p in parts for t in p.taps.times_s], [j for p in parts for j in p.taps.jpegs])
+        end_s = max(p.end_s for p in parts)
+        probe = parts[0].probe
+        shots = shots_from_cuts(frame_times, [t for p in parts for t in p.cut_times], end_s)
+        clips = self.candidate_clips(ref, shots, frame_times, (probe.display_width, probe.display_height))
         row = input_row(ref, duration_s=round(end_s, 6), n_shots=len(shots), n_clips=len(clips),
                         fps=probe.fps, width=probe.display_width, height=probe.display_height,
                         rotation=probe.rotation, codec=probe.codec, video_start_s=probe.video_start_s)

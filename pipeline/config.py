@@ -28,6 +28,7 @@ class DecodeConfig:
     threads: int = 0  # 0: let FFmpeg pick; decoding uses frame + slice threads
     tap_fps: float = 2.0  # frame taps for the scoring stages
     tap_short_side: int = 256
+    segment_s: float = 300.0  # inputs longer than 1.5x this are analysed in ranges by several actors; 0: off
     input_timeout_s: float = 600.0  # a hung or runaway decode becomes an error row ...
     timeout_s_per_gb: float = 600.0  # ... after input_timeout_s plus this per GB of input (long videos)
 

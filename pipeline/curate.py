@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline import __version__
 from pipeline.aesthetic import AestheticScorer
-from pipeline.analyze import Analysis, AnalyzeInput, error_analysis
+from pipeline.analyze import Analysis, AnalyzeInput, InputRange, RangeAnalysis, error_analysis
 from pipeline.caption_stage import CaptionClips, CaptionItem
 from pipeline.config import CurateConfig
 from pipeline.decide import STATUS_COLUMNS, filter_reasons, rank_key
@@ -60,6 +60,13 @@ class _InFlight:
     analysis: Analysis
     batches_left: int
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retryable: bool = False
+
+
+@dataclass
+class _Ranges:
+    results: list[RangeAnalysis] = field(default_factory=list)
+    expected: int = 1
     retryable: bool = False
 
 
@@ -123,7 +130,9 @@ class Curation:
     def _process(self, todo: list[InputRef]) -> None:
         cfg = self.config
         analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze,
-                            lambda ref: cfg.decode.input_deadline_s(ref.size_bytes))
+                            lambda rng: cfg.decode.input_deadline_s(rng.ref.size_bytes))
+        assembler = AnalyzeInput(cfg)
+        ranges: dict[str, _Ranges] = {}
         scoring = [ActorPool(cls.name, partial(cls, cfg), cls.resources(cfg), cfg.decode.input_timeout_s)
                    for cls in self.scorers]
         transcode = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
@@ -142,9 +151,18 @@ class Curation:
                 stats.errors += 1
                 stats.timeouts += "timed out" in done.error
                 stats.worker_deaths += "worker died" in done.error
-            if pool is analyze:
-                analysis = error_analysis(done.item, done.error) if done.error else done.value
-                state = _InFlight(analysis, 0, retryable=done.retryable)
+            if pool is analyze:  # a long input comes back in ranges: wait for all, then join them
+                parts = ranges.setdefault(done.tag, _Ranges())
+                parts.results.append(RangeAnalysis(done.item, error=done.error) if done.error else done.value)
+                parts.retryable |= done.retryable
+                for rng in parts.results[-1].rest:  # before other inputs: finish what has started
+                    analyze.submit(done.tag, rng, first=True)
+                    parts.expected += 1
+                if len(parts.results) < parts.expected:
+                    return
+                del ranges[done.tag]
+                analysis = assembler.assemble(done.item.ref, parts.results)
+                state = _InFlight(analysis, 0, retryable=parts.retryable)
                 for batch in score_batches(analysis, cfg.scoring.clips_per_task):
                     for scorer in scoring:
                         scorer.submit(done.tag, batch)
@@ -167,7 +185,7 @@ class Curation:
         pools = [analyze, *scoring, transcode]
         fit_to_cluster(pools)
         try:
-            run_pools(analyze, ((ref.input_id, ref) for ref in todo), on_done, pools)
+            run_pools(analyze, ((ref.input_id, InputRange(ref, split=True)) for ref in todo), on_done, pools)
         finally:
             bar.close()
             for pool in pools:

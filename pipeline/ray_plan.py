@@ -59,8 +59,12 @@ class ActorPool:
         self.idle.append(self.remote_cls.remote(self.factory))
         self.n_actors += 1
 
-    def submit(self, tag: Any, item: Any, attempt: int = 0) -> None:
-        self.queue.append((tag, item, attempt))
+    def submit(self, tag: Any, item: Any, attempt: int = 0, first: bool = False) -> None:
+        """Queue an item; `first`: ahead of everything queued (work that finishes a started input)."""
+        if first:
+            self.queue.appendleft((tag, item, attempt))
+        else:
+            self.queue.append((tag, item, attempt))
 
     @property
     def pending(self) -> int:

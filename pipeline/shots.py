@@ -7,6 +7,7 @@ right on variable-frame-rate inputs. Frames are scaled like PySceneDetect's Scen
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -40,35 +41,39 @@ def make_detector(config: ShotConfig) -> SceneDetector:
 
 
 class ShotDetector:
-    """Feed frames in order with `add`, then `finish` to get the shot list."""
+    """Feed frames in order with `add`; `cut_times` gives the times of frames that start a new shot."""
 
     def __init__(self, config: ShotConfig, time_base: Fraction, fps: float):
         self.detector = make_detector(config)
         self.time_base = time_base
         self.fps = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(24)
         self.cuts: list[FrameTimecode] = []
-        self.frame_of_pts: dict[int, int] = {}
-        self.time_of_frame: list[float] = []
+        self.time_of_pts: dict[int, float] = {}
         self.last: FrameTimecode | None = None
 
     def timecode(self, pts: int) -> FrameTimecode:
         return FrameTimecode(Timecode(pts=pts, time_base=self.time_base), fps=self.fps)
 
-    def add(self, index: int, pts: int, time_s: float, image: np.ndarray) -> None:
+    def add(self, pts: int, time_s: float, image: np.ndarray) -> None:
         self.last = self.timecode(pts)
-        self.frame_of_pts[pts] = index
-        self.time_of_frame.append(time_s)
+        self.time_of_pts[pts] = time_s
         self.cuts += self.detector.process_frame(self.last, image)
 
-    def finish(self, end_s: float) -> list[Shot]:
-        if self.last is None:
-            return []
-        self.cuts += self.detector.post_process(self.last)
-        starts = sorted({self.frame_of_pts[cut.pts] for cut in self.cuts if cut.pts in self.frame_of_pts} | {0})
-        n = len(self.time_of_frame)
-        bounds = [*starts, n]
-        shots = []
-        for i, (first, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-            shot_end = self.time_of_frame[stop] if stop < n else end_s
-            shots.append(Shot(i, self.time_of_frame[first], shot_end, first, stop))
-        return shots
+    def cut_times(self, final: bool = True) -> list[float]:
+        """`final`: the stream ended, so the detector may flush its window (not when a range of the
+        input stops early and the next range goes on from there)."""
+        if final and self.last is not None:
+            self.cuts += self.detector.post_process(self.last)
+            self.last = None
+        return sorted({self.time_of_pts[cut.pts] for cut in self.cuts if cut.pts in self.time_of_pts})
+
+
+def shots_from_cuts(frame_times: list[float], cut_times: list[float], end_s: float) -> list[Shot]:
+    """Shots tiling the frames: each cut time is the first frame of a new shot (frame 0 starts one)."""
+    n = len(frame_times)
+    if not n:
+        return []
+    starts = sorted({bisect.bisect_left(frame_times, t) for t in cut_times} - {n} | {0})
+    bounds = [*starts, n]
+    return [Shot(i, frame_times[first], frame_times[stop] if stop < n else end_s, first, stop)
+            for i, (first, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]

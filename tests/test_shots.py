@@ -7,7 +7,7 @@ import scenedetect
 
 from pipeline.config import ShotConfig
 from pipeline.decode import VideoReader, scaled_to
-from pipeline.shots import DETECTION_LONG_SIDE, ShotDetector
+from pipeline.shots import DETECTION_LONG_SIDE, ShotDetector, shots_from_cuts
 
 
 def detect(path, config: ShotConfig):
@@ -15,11 +15,12 @@ def detect(path, config: ShotConfig):
         probe = reader.probe
         detector = ShotDetector(config, probe.time_base, probe.fps)
         size = scaled_to((probe.display_width, probe.display_height), long_side=DETECTION_LONG_SIDE)
-        end = 0.0
+        end, times = 0.0, []
         for frame in reader.decoded():
-            detector.add(frame.index, frame.pts, frame.time_s, frame.image(size, "FAST_BILINEAR"))
+            detector.add(frame.pts, frame.time_s, frame.image(size, "FAST_BILINEAR"))
+            times.append(frame.time_s)
             end = frame.time_s + 1 / probe.fps
-        return detector.finish(end), probe
+        return shots_from_cuts(times, detector.cut_times(), end), probe
 
 
 @pytest.mark.parametrize("name", ["cuts.mp4", "vfr.mp4", "rotated.mp4", "late_start.mp4"])
