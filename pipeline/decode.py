@@ -137,16 +137,30 @@ class VideoReader:
                      duration_s=float(duration or 0.0), video_start_s=max(0.0, video_start),
                      time_base=time_base, codec=ctx.name)
 
+    def _seek_before(self, start_s: float, offset: Fraction, offset_pts: int) -> None:
+        """Seek to a keyframe at or before `start_s`. A container without a usable index can land
+        after it, which would silently lose frames: then decode from the start instead."""
+        target = int((Fraction(start_s) + offset) / self.probe.time_base)
+        self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+        try:
+            first = next((f for f in self.container.decode(self.stream) if f.pts is not None), None)
+        except av.FFmpegError as exc:
+            raise DecodeError(f"cannot decode after seeking to {start_s:.3f}s: {exc}") from exc
+        landed = None if first is None else (first.pts - offset_pts) * float(self.probe.time_base)
+        if landed is None or landed <= start_s + 1e-6:  # None: nothing after it, as asked
+            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+        else:
+            self.container.seek(self.stream.start_time or 0, stream=self.stream, backward=True, any_frame=False)
+
     def decoded(self, start_s: float = 0.0, end_s: float | None = None) -> Iterator[DecodedFrame]:
         """Every frame whose time lies in [start_s, end_s), in presentation order, not yet converted."""
         assert self.probe is not None
         offset = self._container_start()
-        if start_s > 0:
-            target = int((Fraction(start_s) + offset) / self.probe.time_base)
-            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-        index, time_s = 0, start_s
         offset_pts = int(offset / self.probe.time_base)
         seconds_per_tick = float(self.probe.time_base)
+        if start_s > 0:
+            self._seek_before(start_s, offset, offset_pts)
+        index, time_s = 0, start_s
         try:
             for frame in self.container.decode(self.stream):
                 if frame.pts is None:

@@ -56,6 +56,30 @@ def test_short_side_scaling_never_upscales(samples):
     assert scaled_to((448, 256), short_side=512) == (448, 256)
 
 
+class LateSeeks:
+    """A container whose every seek past the start lands `ticks` late, like one without an index."""
+
+    def __init__(self, container, ticks: int):
+        self.container, self.ticks = container, ticks
+
+    def seek(self, pts: int, **kwargs):
+        return self.container.seek(pts + self.ticks if pts > 0 else pts, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.container, name)
+
+
+def test_a_seek_that_lands_late_falls_back_to_decoding_from_the_start(samples):
+    def frames_from(start_s: float, overshoot_s: float) -> list[float]:
+        with VideoReader(str(samples / "cuts.mp4")) as reader:
+            reader.container = LateSeeks(reader.container, round(overshoot_s / reader.probe.time_base))
+            return [f.time_s for f in reader.decoded(start_s=start_s, end_s=start_s + 1.0)]
+
+    exact = frames_from(5.0, 0.0)
+    assert exact[0] == 5.0 and len(exact) == 24
+    assert frames_from(5.0, 4.0) == exact  # lands on the keyframe at the 8.5 s cut
+
+
 @pytest.mark.parametrize("name", ["corrupt.mp4", "empty.mp4", "notes.mp4"])
 def test_bad_files_raise_decode_error(samples, name):
     with pytest.raises(DecodeError):
