@@ -96,8 +96,7 @@ class OcrScoring:
     min_chars: int = 2  # a box is text when it reads at least this many letters/digits ...
     min_confidence: float = 0.6  # ... with this recognition confidence
     persist_iou: float = 0.9
-    unchanged_max: float = 0.001  # a frame with at most this fraction of pixels changed (> 16 grey levels)
-    # since the last frame read keeps that frame's boxes
+    unchanged_max: float = 0.001  # a frame this little changed (pixel fraction) since the last read keeps its boxes
 
 
 @dataclass
