@@ -121,11 +121,10 @@ class AnalyzeInput(Stage):
         source = open_input(rng.ref.source_uri, cfg.source.storage_options)
         try:
             with VideoReader(source, threads=cfg.decode.threads) as reader:
-                probe = reader.probe
-                out = RangeAnalysis(rng, probe)
+                probe, rest = reader.probe, []
                 if rng.split:
-                    rng, out.rest = self.split(rng, probe)
-                    out.range = rng
+                    rng, rest = self.split(rng, probe)
+                out = RangeAnalysis(rng, probe, rest=rest)
                 self._decode(reader, rng, out)
         finally:
             if not isinstance(source, str):

@@ -135,7 +135,7 @@ class Curation:
         ranges: dict[str, _Ranges] = {}
         scoring = [ActorPool(cls.name, partial(cls, cfg), cls.resources(cfg), cfg.decode.input_timeout_s)
                    for cls in self.scorers]
-        transcode = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
+        transcode = self._transcode_pool()
         status_column = {cls.name: cls.status_column for cls in self.scorers}
         in_flight: dict[str, _InFlight] = {}
         bar = tqdm(total=len(todo), desc="analyse + score", unit="video", disable=not self.progress)
@@ -209,6 +209,10 @@ class Curation:
         th = self.config.thresholds
         return [c for c in clips if not c["reject_reasons"] and not filter_reasons(c, th)
                 and not self.work.clip_path(c["input_id"], c["clip_id"]).exists()]
+
+    def _transcode_pool(self) -> ActorPool:
+        cfg = self.config
+        return ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
 
     def _transcoded(self, done: Done) -> None:
         """Save each finished clip file as it arrives (a crash loses none) and record failures."""
@@ -300,7 +304,7 @@ class Curation:
                 and c["clip_id"] not in self.transcode_errors]  # failed once in this run: not again
         if todo:
             init_ray(self.address)
-            pool = ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
+            pool = self._transcode_pool()
             fit_to_cluster([pool])
             bar = tqdm(total=len(todo), desc="transcode", unit="clip", disable=not self.progress)
 

@@ -3,8 +3,8 @@
 Default backend: the PP-OCR ONNX models shipped inside rapidocr (offline). `paddleocr` is selectable
 when installed, from local model directories. A detected box counts as text only when it reads at
 least `min_chars` letters or digits with `min_confidence` (textures and shapes read as '■').
-Detection runs on every sampled frame at the taps' resolution; recognition runs only on boxes not
-already read in the same clip, so a subtitle line or a logo is recognised once, not once per frame;
+Detection runs on every sampled frame at the taps' resolution; with rapidocr, recognition runs only on
+boxes not already read in the same clip, so a subtitle line or a logo is recognised once per clip;
 a sampled frame that differs from the last one read in at most `unchanged_max` of its pixels (a still
 shot, a slide) keeps that frame's boxes without running detection again.
 Per clip: the largest and mean text-area ratio over sampled frames, and the area of text that persists
@@ -94,8 +94,9 @@ class TextScorer(ClipScorer):
             raise ValueError(f"unknown ocr backend {cfg.backend!r}; choose 'rapidocr' or 'paddleocr'")
 
     def text_boxes(self, image: np.ndarray, seen: list[tuple[Box, bool]]) -> list[Box]:
-        """Boxes in `image` that read as text. A box matching one already read in this clip (IoU >=
-        persist_iou: a subtitle line, a logo) reuses that verdict; only new boxes are recognised."""
+        """Boxes in `image` that read as text. With rapidocr, a box matching one already read in this
+        clip (IoU >= persist_iou: a subtitle line, a logo) reuses that verdict and only new boxes are
+        recognised; paddleocr detects and recognises in one call, so it reads every box."""
         if self.cfg.backend != "rapidocr":
             return [box for box, text, conf in self.read(image) if self.is_text(text, conf)]
         from rapidocr.utils.process_img import get_rotate_crop_image
