@@ -4,12 +4,17 @@ shared:   each input decoded once (shots + frame taps), every scorer reads the t
 baseline: every filter decodes its clip itself (seek, decode the span, sample at the tap rate, scale)
           before scoring, as pipelines that re-open the file per filter do.
 
-    python bench/filters.py [--inputs DIR] [--no-ocr]
+    python bench/filters.py [--inputs DIR] [--no-ocr] [--no-baseline] [--set KEY=VALUE ...]
+
+Each stage's wall and CPU seconds (this process, threads included) are printed; `--set` overrides config
+values as `vidmill curate --set` does, e.g. the settings of session 1:
+    --set scoring.ocr.det_limit_side=480 --set scoring.ocr.unchanged_max=-1 --set scoring.motion.method=farneback
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -20,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curate import make_inputs  # noqa: E402
 
 from pipeline.analyze import AnalyzeInput, FrameTaps  # noqa: E402
-from pipeline.config import CurateConfig  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
 from pipeline.curate import score_batches, scorer_classes  # noqa: E402
 from pipeline.decode import VideoReader, scaled_to  # noqa: E402
 from pipeline.scoring import ScoreBatch  # noqa: E402
@@ -38,13 +43,20 @@ def own_decode(path: str, start: float, end: float, fps: float, short_side: int)
     return taps
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs")
     parser.add_argument("--no-ocr", action="store_true")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the per-filter decode baseline")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    config = CurateConfig()
-    config.scoring.ocr.enabled = not args.no_ocr
+    config = load_config(None, args.set)
+    config.scoring.ocr.enabled = config.scoring.ocr.enabled and not args.no_ocr
     root = Path(args.inputs) if args.inputs else Path(tempfile.mkdtemp(prefix="vidmill-filters-")) / "inputs"
     if not args.inputs:
         make_inputs(root, 4, 20)
@@ -54,19 +66,29 @@ def main() -> None:
     analyze = AnalyzeInput(config)
     refs = [r for r in list_inputs(str(root), config.source)]
 
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     analyses = [analyze.process(ref) for ref in refs]
-    decode_s = time.perf_counter() - start
-    batches = [b for a in analyses if a.input["status"] == "ok" for b in score_batches(a, 32)]
+    decode_s, decode_cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    batches = [b for a in analyses if a.input["status"] == "ok"
+               for b in score_batches(a, config.scoring.clips_per_task)]
     n_clips = sum(len(b.clips) for b in batches)
     n_frames = sum(len(b.taps.between(c.start_s, c.end_s)) for b in batches for c in b.clips)
-    per_stage = {}
+    per_stage, per_stage_cpu = {}, {}
     for scorer in scorers:
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), cpu_seconds()
         for batch in batches:
             scorer.process(batch)
         per_stage[scorer.name] = time.perf_counter() - start
+        per_stage_cpu[scorer.name] = cpu_seconds() - cpu0
     shared_s = decode_s + sum(per_stage.values())
+    print(f"{len(refs)} inputs, {n_clips} clips, {n_frames} sampled frames ({root})")
+    print(f"shared decode pass (shots + taps)   {decode_s:8.2f} s  {decode_cpu:8.2f} CPU-s")
+    for name, seconds in per_stage.items():
+        print(f"  {name:<10} {seconds:8.2f} s  {per_stage_cpu[name]:8.2f} CPU-s  {n_clips / seconds:8.1f} clips/s  "
+              f"{n_frames / seconds:8.1f} frames/s")
+    print(f"shared total                        {shared_s:8.2f} s")
+    if args.no_baseline:
+        return
 
     start = time.perf_counter()
     uri = {a.input["input_id"]: a.input["source_uri"] for a in analyses}
@@ -78,11 +100,6 @@ def main() -> None:
                 scorer.process(ScoreBatch(batch.input_id, (clip,), taps))
     baseline_s = time.perf_counter() - start
 
-    print(f"{len(refs)} inputs, {n_clips} clips, {n_frames} sampled frames ({root})")
-    print(f"shared decode pass (shots + taps)   {decode_s:8.2f} s")
-    for name, seconds in per_stage.items():
-        print(f"  {name:<10} {seconds:8.2f} s  {n_clips / seconds:8.1f} clips/s  {n_frames / seconds:8.1f} frames/s")
-    print(f"shared total                        {shared_s:8.2f} s")
     print(f"each filter decodes its clip itself {baseline_s:8.2f} s   shared is {baseline_s / shared_s:.2f}x faster")
 
 
