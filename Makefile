@@ -21,11 +21,11 @@ demo: $(STAMP)
 	$(BIN)/vidmill curate demo-samples demo-out
 
 test: $(STAMP)
-	$(BIN)/ruff check pipeline model training dashboards tests bench
+	$(BIN)/ruff check vidmill pipeline model training evaluation dashboards tests bench
 	$(BIN)/python -m pytest -q -ra
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline model training dashboards tests bench
+	$(BIN)/ruff check vidmill pipeline model training evaluation dashboards tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/curate.py

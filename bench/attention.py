@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from model.attention import TokenLayout, block_causal_attention, visible
+from vidmill.model.attention import TokenLayout, block_causal_attention, visible
 
 
 def layout_for(n: int, chunk: int, device: str) -> TokenLayout:

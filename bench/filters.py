@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curate import make_inputs  # noqa: E402
 
-from pipeline.analyze import AnalyzeInput, FrameTaps  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.curate import score_batches, scorer_classes  # noqa: E402
-from pipeline.decode import VideoReader, scaled_to  # noqa: E402
-from pipeline.scoring import ScoreBatch  # noqa: E402
-from pipeline.sources import list_inputs  # noqa: E402
+from vidmill.pipeline.analyze import AnalyzeInput, FrameTaps  # noqa: E402
+from vidmill.pipeline.config import load_config  # noqa: E402
+from vidmill.pipeline.curate import score_batches, scorer_classes  # noqa: E402
+from vidmill.pipeline.decode import VideoReader, scaled_to  # noqa: E402
+from vidmill.pipeline.scoring import ScoreBatch  # noqa: E402
+from vidmill.pipeline.sources import list_inputs  # noqa: E402
 
 
 def own_decode(path: str, start: float, end: float, fps: float, short_side: int) -> FrameTaps:

@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from model.dit import DiT
-from model.sizes import get_size
-from training.sampler import ChunkSampler, SamplerConfig
+from vidmill.model.dit import DiT
+from vidmill.model.sizes import get_size
+from vidmill.training.sampler import ChunkSampler, SamplerConfig
 
 
 def run(dit: DiT, n: int, hw: tuple[int, int], use_cache: bool, steps: int) -> tuple[float, list[torch.Tensor]]:

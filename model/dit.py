@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.attention import TokenLayout, block_causal_attention
-from model.rope import RoPE3D, positions
-from model.sizes import DiTConfig
+from vidmill.model.attention import TokenLayout, block_causal_attention
+from vidmill.model.rope import RoPE3D, positions
+from vidmill.model.sizes import DiTConfig
 
 
 def sinusoidal(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:

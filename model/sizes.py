@@ -92,8 +92,8 @@ def count_parameters(name: str) -> dict[str, int]:
     """Parameters of the DiT and the VAE of a size, counted on the meta device."""
     import torch
 
-    from model.dit import DiT
-    from model.vae import VideoVAE
+    from vidmill.model.dit import DiT
+    from vidmill.model.vae import VideoVAE
 
     size = get_size(name)
     with torch.device("meta"):

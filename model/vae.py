@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.sizes import VAEConfig
+from vidmill.model.sizes import VAEConfig
 
 
 def sincos_3d(t: int, h: int, w: int, dim: int, device: torch.device, window: int) -> torch.Tensor:

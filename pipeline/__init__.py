@@ -1,3 +1,5 @@
 """vidmill's curation pipeline: bucket -> probe -> decode once -> shots -> clips -> shards + manifest."""
 
-__version__ = "0.1.0"
+from vidmill import __version__
+
+__all__ = ["__version__"]

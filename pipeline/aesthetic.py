@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.scoring import ClipScorer, Frames, ScoreBatch, key_frames
+from vidmill.pipeline.scoring import ClipScorer, Frames, ScoreBatch, key_frames
 
 
 def laion_head(dim: int = 768):

@@ -14,12 +14,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.config import CurateConfig
-from pipeline.decode import DecodeError, Probe, VideoReader, scaled_to
-from pipeline.shots import DETECTION_LONG_SIDE, Shot, ShotDetector, shots_from_cuts
-from pipeline.sources import InputRef, open_input
-from pipeline.spans import clip_spans
-from pipeline.stage import InputError, Stage
+from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.decode import DecodeError, Probe, VideoReader, scaled_to
+from vidmill.pipeline.shots import DETECTION_LONG_SIDE, Shot, ShotDetector, shots_from_cuts
+from vidmill.pipeline.sources import InputRef, open_input
+from vidmill.pipeline.spans import clip_spans
+from vidmill.pipeline.stage import InputError, Stage
 
 
 @dataclass

@@ -13,11 +13,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.caption_client import CaptionRequest, OpenAIClient, VLLMServer
-from pipeline.captions import build_prompt, caption_json, signals_caption
-from pipeline.config import CurateConfig
-from pipeline.decode import VideoReader, scaled_to
-from pipeline.stage import Stage
+from vidmill.pipeline.caption_client import CaptionRequest, OpenAIClient, VLLMServer
+from vidmill.pipeline.captions import build_prompt, caption_json, signals_caption
+from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.decode import VideoReader, scaled_to
+from vidmill.pipeline.stage import Stage
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
-"""The `vidmill` command line."""
+"""Curation's subcommands: `vidmill curate`, `vidmill samples`, `vidmill config`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -20,8 +19,8 @@ def keep_ray_on_loopback(address: str | None) -> None:
 
 def _curate(args: argparse.Namespace) -> int:
     keep_ray_on_loopback(args.address or os.environ.get("RAY_ADDRESS"))
-    from pipeline.config import load_config
-    from pipeline.curate import Curation, format_summary
+    from vidmill.pipeline.config import load_config
+    from vidmill.pipeline.curate import Curation, format_summary
 
     config = load_config(args.config, args.set)
     try:
@@ -34,7 +33,7 @@ def _curate(args: argparse.Namespace) -> int:
 
 
 def _samples(args: argparse.Namespace) -> int:
-    from pipeline.samples import GROUND_TRUTH, write_samples
+    from vidmill.pipeline.samples import GROUND_TRUTH, write_samples
 
     truth = write_samples(args.dir)
     print(f"wrote {len(truth['files'])} sample inputs and {GROUND_TRUTH} to {args.dir}")
@@ -42,22 +41,13 @@ def _samples(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from pipeline.config import dump_config, load_config
+    from vidmill.pipeline.config import dump_config, load_config
 
     print(dump_config(load_config(args.config, args.set)), end="")
     return 0
 
 
-def _model_info(args: argparse.Namespace) -> int:
-    from model.sizes import describe
-
-    print(json.dumps(describe(args.name), indent=2))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidmill", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_commands(sub: argparse._SubParsersAction) -> None:
 
     curate = sub.add_parser("curate", help="curate a bucket of raw videos into shards and a manifest")
     curate.add_argument("input", help="a directory, file, file://, s3:// or gs:// URI")
@@ -78,22 +68,3 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     config.set_defaults(func=_config)
 
-    model = sub.add_parser("model", help="model registry")
-    model_sub = model.add_subparsers(dest="model_command", required=True)
-    info = model_sub.add_parser("info", help="print a model size's configuration and parameter count")
-    info.add_argument("name")
-    info.set_defaults(func=_model_info)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"vidmill: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

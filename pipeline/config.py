@@ -162,7 +162,7 @@ class CaptionConfig:
     clips_per_task: int = 64
 
     def fingerprint(self) -> str:
-        from pipeline.captions import PROMPT
+        from vidmill.pipeline.captions import PROMPT
 
         keys = (self.backend, self.model, self.fps, self.short_side, self.temperature, self.top_p,
                 self.repetition_penalty, self.max_tokens, self.min_tokens, PROMPT)

@@ -18,25 +18,25 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline import __version__
-from pipeline.aesthetic import AestheticScorer
-from pipeline.analyze import Analysis, AnalyzeInput, InputRange, RangeAnalysis, error_analysis
-from pipeline.caption_stage import CaptionClips, CaptionItem
-from pipeline.config import CurateConfig
-from pipeline.decide import STATUS_COLUMNS, filter_reasons, rank_key
-from pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
-from pipeline.hashes import ContentHashes
-from pipeline.motion import MotionScorer
-from pipeline.ocr import TextScorer
-from pipeline.quality import TechnicalQuality
-from pipeline.ray_plan import ActorPool, Done, fit_to_cluster, init_ray, run_pools
-from pipeline.scoring import ScoreBatch
-from pipeline.sources import InputRef, list_inputs
-from pipeline.spans import ClipSpan
-from pipeline.stage import StageStats
-from pipeline.transcode import ClipBatch, TranscodeClips
-from pipeline.workdir import WorkDir, atomic_write
-from pipeline.writers import (
+from vidmill.pipeline import __version__
+from vidmill.pipeline.aesthetic import AestheticScorer
+from vidmill.pipeline.analyze import Analysis, AnalyzeInput, InputRange, RangeAnalysis, error_analysis
+from vidmill.pipeline.caption_stage import CaptionClips, CaptionItem
+from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.decide import STATUS_COLUMNS, filter_reasons, rank_key
+from vidmill.pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
+from vidmill.pipeline.hashes import ContentHashes
+from vidmill.pipeline.motion import MotionScorer
+from vidmill.pipeline.ocr import TextScorer
+from vidmill.pipeline.quality import TechnicalQuality
+from vidmill.pipeline.ray_plan import ActorPool, Done, fit_to_cluster, init_ray, run_pools
+from vidmill.pipeline.scoring import ScoreBatch
+from vidmill.pipeline.sources import InputRef, list_inputs
+from vidmill.pipeline.spans import ClipSpan
+from vidmill.pipeline.stage import StageStats
+from vidmill.pipeline.transcode import ClipBatch, TranscodeClips
+from vidmill.pipeline.workdir import WorkDir, atomic_write
+from vidmill.pipeline.writers import (
     EMBEDDINGS_SCHEMA,
     INPUTS_SCHEMA,
     MANIFEST_SCHEMA,

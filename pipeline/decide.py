@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import Thresholds
+from vidmill.pipeline.config import Thresholds
+from vidmill.pipeline.outcomes import declare
+
+# Filter reasons (moving beside their scorers: issue 10).
+for _name, _meaning, _setting in [
+    ("blurry", "variance of the Laplacian below the minimum", "thresholds.sharpness_min"),
+    ("too_dark", "mean luma below the minimum", "thresholds.brightness_min"),
+    ("too_bright", "mean luma above the maximum", "thresholds.brightness_max"),
+    ("dull", "colourfulness below the minimum", "thresholds.colourfulness_min"),
+    ("too_static", "mean optical flow below the minimum", "thresholds.motion_min"),
+    ("too_shaky", "mean optical flow above the maximum, or camera class shaky", "thresholds.motion_max"),
+    ("too_much_text", "text covers more of some frame than the maximum", "thresholds.text_area_max"),
+    ("text_overlay", "persistent text or logo area above the maximum", "thresholds.text_persistent_area_max"),
+    ("low_aesthetic", "CLIP + LAION aesthetic score below the minimum (only when scored)", "thresholds.aesthetic_min"),
+]:
+    declare(_name, _meaning, _setting)
 
 STATUS_COLUMNS = {"quality": "quality_status", "hashes": "hash_status", "motion": "motion_status",
                   "ocr": "ocr_status", "aesthetic": "aesthetic_status"}

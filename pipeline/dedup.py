@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.hashes import hamming
-from pipeline.stage import Stage
+from vidmill.pipeline.hashes import hamming
+from vidmill.pipeline.stage import Stage
 
 
 @dataclass(frozen=True)

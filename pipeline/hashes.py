@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.scoring import ClipScorer, Frames, key_frames
+from vidmill.pipeline.scoring import ClipScorer, Frames, key_frames
 
 
 def phash(image: np.ndarray) -> int:

@@ -17,8 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.decode import scaled_to
-from pipeline.scoring import ClipScorer, Frames
+from vidmill.pipeline.decode import scaled_to
+from vidmill.pipeline.scoring import ClipScorer, Frames
 
 STILL = 0.002  # global motion per interval (fraction of the diagonal) below which the camera is still
 

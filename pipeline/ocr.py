@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.scoring import ClipScorer, Frames
+from vidmill.pipeline.scoring import ClipScorer, Frames
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 

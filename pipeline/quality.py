@@ -7,7 +7,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.scoring import ClipScorer, Frames
+from vidmill.pipeline.scoring import ClipScorer, Frames
 
 
 def sharpness(gray: np.ndarray) -> float:

@@ -17,8 +17,8 @@ from typing import Any
 
 import ray
 
-from pipeline.config import StageResources
-from pipeline.stage import Stage
+from vidmill.pipeline.config import StageResources
+from vidmill.pipeline.stage import Stage
 
 
 class StageActor:

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.analyze import FrameTaps
-from pipeline.spans import ClipSpan
-from pipeline.stage import Stage
+from vidmill.pipeline.analyze import FrameTaps
+from vidmill.pipeline.spans import ClipSpan
+from vidmill.pipeline.stage import Stage
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode, SceneDetector
 from scenedetect.common import Timecode
 
-from pipeline.config import ShotConfig
+from vidmill.pipeline.config import ShotConfig
 
 DETECTION_LONG_SIDE = 256  # scenedetect.scene_manager.DEFAULT_MIN_WIDTH
 

@@ -9,7 +9,7 @@ from typing import IO
 
 import fsspec
 
-from pipeline.config import SourceConfig
+from vidmill.pipeline.config import SourceConfig
 
 
 @dataclass(frozen=True)

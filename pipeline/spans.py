@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipeline.config import SpanConfig
-from pipeline.shots import Shot
+from vidmill.pipeline.config import SpanConfig
+from vidmill.pipeline.shots import Shot
 
 
 @dataclass(frozen=True)

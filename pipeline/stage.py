@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import StageResources
+from vidmill.pipeline.config import StageResources
 
 
 class InputError(RuntimeError):

@@ -12,11 +12,11 @@ from fractions import Fraction
 
 import av
 
-from pipeline.config import CurateConfig
-from pipeline.decode import DecodedFrame, DecodeError, VideoReader, scaled_to
-from pipeline.sources import open_input
-from pipeline.spans import ClipSpan
-from pipeline.stage import Stage
+from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.decode import DecodedFrame, DecodeError, VideoReader, scaled_to
+from vidmill.pipeline.sources import open_input
+from vidmill.pipeline.spans import ClipSpan
+from vidmill.pipeline.stage import Stage
 
 
 @dataclass(frozen=True)

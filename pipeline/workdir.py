@@ -15,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.analyze import Analysis
-from pipeline.shots import Shot
+from vidmill.pipeline.analyze import Analysis
+from vidmill.pipeline.shots import Shot
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from pipeline.config import ShardConfig
-from pipeline.workdir import atomic_write
+from vidmill.pipeline.config import ShardConfig
+from vidmill.pipeline.workdir import atomic_write
 
 INPUTS_SCHEMA = pa.schema([
     ("input_id", pa.string()), ("source_uri", pa.string()), ("size_bytes", pa.int64()),

@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # `ray job submit` to the te
 
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.samples import write_samples
+    from vidmill.pipeline.samples import write_samples
 
     root = tmp_path_factory.mktemp("samples")
     write_samples(root)
@@ -30,7 +30,7 @@ def truth(samples: Path) -> dict:
 
 @pytest.fixture()
 def local_ray():
-    from pipeline.ray_plan import init_ray
+    from vidmill.pipeline.ray_plan import init_ray
 
     init_ray(None)
     yield
@@ -39,9 +39,9 @@ def local_ray():
 @pytest.fixture(scope="session")
 def curated(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample bucket curated once with default settings on local Ray."""
-    from pipeline.config import CurateConfig
-    from pipeline.curate import Curation
-    from pipeline.ray_plan import init_ray
+    from vidmill.pipeline.config import CurateConfig
+    from vidmill.pipeline.curate import Curation
+    from vidmill.pipeline.ray_plan import init_ray
 
     init_ray(None)
     out = tmp_path_factory.mktemp("curated")

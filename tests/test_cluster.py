@@ -41,7 +41,7 @@ def test_two_node_cluster_gives_the_same_manifest(samples, curated, tmp_path, tw
     """Default pools (2 analyze + 2 transcode actors at 0.5 CPU) need both 1-CPU nodes."""
     cluster, _ = two_nodes
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", str(samples), str(out),
+    result = subprocess.run([sys.executable, "-m", "vidmill", "curate", str(samples), str(out),
                              "--address", cluster.address, "--no-progress"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import CurateConfig, dump_config, load_config
+from vidmill.pipeline.config import CurateConfig, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

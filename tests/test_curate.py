@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.sources import input_id_for
+from vidmill.pipeline.sources import input_id_for
 
 CONTRACT_COLUMNS = ["clip_id", "input_id", "source_uri", "shot_index", "start_s", "end_s", "duration_s", "fps",
                     "width", "height", "kept", "reject_reasons", "shard", "key"]

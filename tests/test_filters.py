@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.config import CurateConfig, load_config
-from pipeline.curate import Curation
-from pipeline.decide import filter_reasons
-from pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
-from pipeline.motion import camera_class
-from pipeline.ocr import iou, text_stats
+from vidmill.pipeline.config import CurateConfig, load_config
+from vidmill.pipeline.curate import Curation
+from vidmill.pipeline.decide import filter_reasons
+from vidmill.pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
+from vidmill.pipeline.motion import camera_class
+from vidmill.pipeline.ocr import iou, text_stats
 
 SCORE_COLUMNS = ["aesthetic_mean", "aesthetic_min", "sharpness", "brightness", "colourfulness", "motion_score",
                  "camera_motion", "text_area_max", "text_area_mean", "text_persistent_area", "phash", "dup_group",
@@ -111,9 +111,9 @@ def test_ocr_persistence_and_iou():
 
 
 def test_ocr_reads_a_persistent_box_once_with_the_same_verdicts(samples):
-    from pipeline.analyze import AnalyzeInput
-    from pipeline.ocr import TextScorer
-    from pipeline.sources import list_inputs
+    from vidmill.pipeline.analyze import AnalyzeInput
+    from vidmill.pipeline.ocr import TextScorer
+    from vidmill.pipeline.sources import list_inputs
 
     config = CurateConfig()
     (ref,) = list_inputs(str(samples / "subtitles.mp4"), config.source)
@@ -134,9 +134,9 @@ def test_ocr_reads_a_persistent_box_once_with_the_same_verdicts(samples):
 
 
 def test_ocr_reads_a_still_frame_once_and_a_changed_one_again(samples):
-    from pipeline.analyze import AnalyzeInput
-    from pipeline.ocr import TextScorer
-    from pipeline.sources import list_inputs
+    from vidmill.pipeline.analyze import AnalyzeInput
+    from vidmill.pipeline.ocr import TextScorer
+    from vidmill.pipeline.sources import list_inputs
 
     config = CurateConfig()
     (ref,) = list_inputs(str(samples / "subtitles.mp4"), config.source)
@@ -200,7 +200,7 @@ def tiny_aesthetic(tmp_path):
     """A tiny random-init open_clip model and a LAION-layout head whose map is known: score = 2 * e[0] + 3."""
     import open_clip
 
-    from pipeline.aesthetic import laion_head
+    from vidmill.pipeline.aesthetic import laion_head
 
     arch = tmp_path / "tiny-vit.json"
     arch.write_text(json.dumps(TINY_CLIP))
@@ -226,11 +226,11 @@ def test_aesthetic_end_to_end_with_tiny_clip_matches_hand_computation(samples, t
     import open_clip
     from PIL import Image
 
-    from pipeline.aesthetic import AestheticScorer
-    from pipeline.analyze import AnalyzeInput
-    from pipeline.scoring import ScoreBatch, key_frames
-    from pipeline.sources import list_inputs
-    from pipeline.spans import ClipSpan
+    from vidmill.pipeline.aesthetic import AestheticScorer
+    from vidmill.pipeline.analyze import AnalyzeInput
+    from vidmill.pipeline.scoring import ScoreBatch, key_frames
+    from vidmill.pipeline.sources import list_inputs
+    from vidmill.pipeline.spans import ClipSpan
 
     config = load_config(None, [f"scoring.aesthetic.clip_arch={tiny_aesthetic['arch']}",
                                 f"scoring.aesthetic.clip_weights={tiny_aesthetic['clip']}",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.attention import TokenLayout, block_causal_attention, visible
-from model.dit import DiT, KVCache, pack, unpack
-from model.sizes import count_parameters, get_size
-from model.vae import VideoVAE
+from vidmill.model.attention import TokenLayout, block_causal_attention, visible
+from vidmill.model.dit import DiT, KVCache, pack, unpack
+from vidmill.model.sizes import count_parameters, get_size
+from vidmill.model.vae import VideoVAE
 
 CFG = get_size("tiny").dit  # chunk = 2 latent frames
 

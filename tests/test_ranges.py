@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.analyze import AnalyzeInput, InputRange
-from pipeline.config import CurateConfig
-from pipeline.sources import list_inputs
+from vidmill.pipeline.analyze import AnalyzeInput, InputRange
+from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.sources import list_inputs
 
 
 def in_ranges(config: CurateConfig, ref) -> tuple:
@@ -51,7 +51,7 @@ def test_a_bad_range_makes_the_input_an_error_row(samples):
 def test_split_inputs_on_ray_give_the_same_tables(samples, curated, tmp_path, local_ray):
     import pyarrow.parquet as pq
 
-    from pipeline.curate import Curation
+    from vidmill.pipeline.curate import Curation
 
     config = CurateConfig()
     config.decode.segment_s = 2.0  # every sample longer than 3 s is analysed in 2 s ranges

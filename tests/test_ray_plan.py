@@ -6,9 +6,9 @@ import sys
 
 from ray import cloudpickle
 
-from pipeline.config import StageResources
-from pipeline.ray_plan import ActorPool, _packs, run_pools
-from pipeline.stage import Stage
+from vidmill.pipeline.config import StageResources
+from vidmill.pipeline.ray_plan import ActorPool, _packs, run_pools
+from vidmill.pipeline.stage import Stage
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
 
@@ -72,7 +72,7 @@ def test_deadline_can_depend_on_the_item(local_ray):
 
 
 def test_input_deadline_grows_with_file_size():
-    from pipeline.config import DecodeConfig
+    from vidmill.pipeline.config import DecodeConfig
 
     cfg = DecodeConfig(input_timeout_s=600.0, timeout_s_per_gb=600.0)
     assert cfg.input_deadline_s(0) == 600.0 and cfg.input_deadline_s(4_000_000_000) == 3000.0

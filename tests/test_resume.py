@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-VIDMILL = [sys.executable, "-m", "pipeline.cli"]
+VIDMILL = [sys.executable, "-m", "vidmill"]
 
 
 def start(samples: Path, out: Path) -> subprocess.Popen:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.dit import DiT
-from model.sizes import get_size
-from training.memory import PeakHeap
-from training.sampler import ChunkSampler, SamplerConfig
-from training.schedule import guidance_weights, guide, time_grid
+from vidmill.model.dit import DiT
+from vidmill.model.sizes import get_size
+from vidmill.training.memory import PeakHeap
+from vidmill.training.sampler import ChunkSampler, SamplerConfig
+from vidmill.training.schedule import guidance_weights, guide, time_grid
 
 CFG = get_size("tiny").dit
 

@@ -13,9 +13,9 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import CurateConfig, SourceConfig
-from pipeline.curate import Curation
-from pipeline.sources import input_id_for, list_inputs
+from vidmill.pipeline.config import CurateConfig, SourceConfig
+from vidmill.pipeline.curate import Curation
+from vidmill.pipeline.sources import input_id_for, list_inputs
 
 
 def test_local_dir_file_uri_and_single_file_agree(samples):

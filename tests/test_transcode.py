@@ -8,10 +8,10 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.config import CurateConfig
-from pipeline.decode import VideoReader
-from pipeline.spans import ClipSpan
-from pipeline.transcode import ClipBatch, TranscodeClips
+from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.decode import VideoReader
+from vidmill.pipeline.spans import ClipSpan
+from vidmill.pipeline.transcode import ClipBatch, TranscodeClips
 
 
 def source_images(path: str, times: list[float], size: tuple[int, int]) -> list[np.ndarray]:

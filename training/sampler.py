@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model.dit import DiT, KVCache, pack, unpack
-from training.schedule import guidance_weights, guide, time_grid
+from vidmill.model.dit import DiT, KVCache, pack, unpack
+from vidmill.training.schedule import guidance_weights, guide, time_grid
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Evaluation tail tasks: Physics-IQ and VBench-I2V metric code."""

@@ -1,0 +1,1 @@
+"""Training data: latent shards, packing, rank balancing and the stateful loader."""

@@ -1,0 +1,7 @@
+"""`python -m vidmill`."""
+
+import sys
+
+from vidmill.cli import main
+
+sys.exit(main())
