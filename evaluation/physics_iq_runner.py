@@ -1,0 +1,141 @@
+"""Physics-IQ over a real benchmark folder and a folder of generated videos: one row per scenario, a summary.
+
+Each scenario row has a status: `ok` (all three views scored), `missing` (a generated or real file is absent)
+or `error` (a file failed to decode, or a generated video is not 5 s at the benchmark fps). Only `ok`
+scenarios enter the scores; the summary says how many scenarios that is (a partial set is not comparable
+with published numbers). Every video is decoded once; masks stay in memory unless `mask_round_trip`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidmill.evaluation import physics_iq as piq
+from vidmill.evaluation.physics_iq_layout import VIEWS, RealSet, ViewFiles, attach_generated, read_real
+from vidmill.evaluation.physics_iq_score import all_scores
+from vidmill.evaluation.video_io import read_video
+
+DURATION_TOLERANCE_S = 0.001
+
+
+@dataclass
+class PhysicsIQOptions:
+    fps: int | None = None  # benchmark fps; None: taken from the generated videos (all must agree)
+    mask_round_trip: bool = False  # upstream's lossy mp4v write + read of every mask
+    workers: int = 2
+
+
+def generated_fps(paths: list[Path]) -> int:
+    import cv2
+
+    rates = set()
+    for p in paths:
+        cap = cv2.VideoCapture(str(p))
+        rates.add(cap.get(cv2.CAP_PROP_FPS))
+        cap.release()
+    if len(rates) != 1:
+        raise ValueError(f"generated videos must share one fps, found {sorted(rates)}")
+    return int(round(rates.pop()))
+
+
+def load_real(path: Path, folder_fps: int, fps: int) -> np.ndarray:
+    video = read_video(path)
+    if folder_fps == fps:
+        return video.frames
+    return piq.change_fps(video.frames, video.fps, fps)
+
+
+def score_view(vf: ViewFiles, real: RealSet, fps: int, round_trip: bool) -> piq.ViewMetrics:
+    """Decode the three videos of one view and compute every metric (raises ValueError on bad input)."""
+    gen = read_video(vf.generated)
+    if abs(gen.fps - fps) > 1e-3 or not math.isclose(gen.duration_s, piq.SECONDS, abs_tol=DURATION_TOLERANCE_S):
+        raise ValueError(f"generated video {vf.generated.name} is {len(gen.frames)} frames at {gen.fps:g} fps "
+                         f"({gen.duration_s:.3f} s); it must last 5 s at {fps} fps")
+    real1 = load_real(vf.take1, real.fps, fps)
+    real2 = load_real(vf.take2, real.fps, fps)
+    n = piq.SECONDS * fps
+    size = piq.target_size(real1[0])
+    masks = [piq.masks_for(v, fps, round_trip) for v in (gen.frames, real1, real2)]
+    frames = [piq.prepare_frames(v, size, n) for v in (gen.frames, real1, real2)]
+    m = [piq.prepare_masks(x, size, n) for x in masks]
+    return piq.view_metrics(frames[0], frames[1], frames[2], m[0], m[1], m[2])
+
+
+def _view_job(vf: ViewFiles, real: RealSet, fps: int, round_trip: bool) -> dict:
+    missing = [k for k in ("take1", "take2", "generated") if getattr(vf, k) is None]
+    if missing:
+        return {"status": "missing", "error": f"missing {', '.join(missing)}"}
+    try:
+        return {"status": "ok", "metrics": score_view(vf, real, fps, round_trip)}
+    except ValueError as exc:
+        return {"status": "error", "error": str(exc)}
+
+
+def _scenario_row(name: str, views: dict[str, dict]) -> dict:
+    statuses = [views[v]["status"] for v in VIEWS]
+    status = "ok" if all(s == "ok" for s in statuses) else ("error" if "error" in statuses else "missing")
+    row = {"scenario": name, "status": status, "views": {}}
+    errors = [f"{v}: {views[v]['error']}" for v in VIEWS if views[v]["status"] != "ok"]
+    if errors:
+        row["error"] = "; ".join(errors)
+    for v in VIEWS:
+        entry = {"status": views[v]["status"]}
+        if "metrics" in views[v]:
+            vm = views[v]["metrics"]
+            entry.update(vm.to_dict())
+            entry["means"] = {"spatiotemporal_iou": float(np.mean(vm.spatiotemporal_iou)),
+                              "mse": float(np.mean(vm.mse)),
+                              "var_spatiotemporal_iou": float(np.mean(vm.var_spatiotemporal_iou)),
+                              "var_mse": float(np.mean(vm.var_mse))}
+        row["views"][v] = entry
+    return row
+
+
+def evaluate_physics_iq(real: str | Path, generated: str | Path, options: PhysicsIQOptions | None = None) -> dict:
+    """Score every scenario found in `real` against `generated`; returns the results.json document."""
+    options = options or PhysicsIQOptions()
+    start = time.perf_counter()
+    gen_files = sorted(Path(generated).glob("*.mp4"))
+    if not gen_files:
+        raise FileNotFoundError(f"no generated .mp4 files in {generated}")
+    fps = options.fps or generated_fps(gen_files)
+    real_set = read_real(Path(real), fps)
+    if not real_set.scenarios:
+        raise FileNotFoundError(f"no real testing videos found under {real}")
+    unmatched = attach_generated(real_set, Path(generated))
+    jobs = [(sc.scenario, v, sc.views.get(v, ViewFiles(v, ""))) for sc in real_set.scenarios.values() for v in VIEWS]
+    with ThreadPoolExecutor(max(1, options.workers)) as pool:
+        results = list(pool.map(lambda j: _view_job(j[2], real_set, fps, options.mask_round_trip), jobs))
+    per_scenario: dict[str, dict[str, dict]] = {}
+    for (name, view, _), res in zip(jobs, results):
+        per_scenario.setdefault(name, {})[view] = res
+    rows = [_scenario_row(name, views) for name, views in per_scenario.items()]
+    scored = [{v: per_scenario[r["scenario"]][v]["metrics"] for v in VIEWS} for r in rows if r["status"] == "ok"]
+    summary = {"n_scenarios": len(rows), "n_ok": len(scored),
+               "n_missing": sum(r["status"] == "missing" for r in rows),
+               "n_error": sum(r["status"] == "error" for r in rows), "complete": len(scored) == len(rows),
+               "unmatched_generated": unmatched}
+    if scored:
+        summary["scores"] = all_scores(scored)
+    else:
+        summary["scores"] = None
+        summary["not_computed"] = "no scenario has all three views scored"
+    elapsed = time.perf_counter() - start
+    return {"benchmark": "physics-iq", "fps": fps, "real": str(real), "generated": str(generated),
+            "options": {"mask_round_trip": options.mask_round_trip},
+            "rows": rows, "summary": summary,
+            "timing": {"seconds": elapsed, "videos": 3 * sum(len(s) for s in per_scenario.values())}}
+
+
+def write_results(doc: dict, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, allow_nan=True))
+    return out
