@@ -101,7 +101,7 @@ def spatiotemporal_iou(m1: np.ndarray, m2: np.ndarray) -> list[float]:
     a, b = m1[:t].reshape(t, -1).astype(bool), m2[:t].reshape(t, -1).astype(bool)
     inter = np.logical_and(a, b).sum(axis=1)
     union = np.logical_or(a, b).sum(axis=1)
-    return [1.0 if u == 0 else float(i / u) for i, u in zip(inter, union)]
+    return [1.0 if u == 0 else float(i / u) for i, u in zip(inter, union, strict=False)]
 
 
 def spatial_iou(m1: np.ndarray, m2: np.ndarray) -> float:

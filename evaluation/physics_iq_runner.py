@@ -114,7 +114,7 @@ def evaluate_physics_iq(real: str | Path, generated: str | Path, options: Physic
     with ThreadPoolExecutor(max(1, options.workers)) as pool:
         results = list(pool.map(lambda j: _view_job(j[2], real_set, fps, options.mask_round_trip), jobs))
     per_scenario: dict[str, dict[str, dict]] = {}
-    for (name, view, _), res in zip(jobs, results):
+    for (name, view, _), res in zip(jobs, results, strict=False):
         per_scenario.setdefault(name, {})[view] = res
     rows = [_scenario_row(name, views) for name, views in per_scenario.items()]
     scored = [{v: per_scenario[r["scenario"]][v]["metrics"] for v in VIEWS} for r in rows if r["status"] == "ok"]

@@ -69,7 +69,8 @@ def original_variances(scenarios: Sequence[Scenario]) -> dict[str, float]:
         return float(np.mean([np.mean([getattr(s[v], field) for s in scenarios]) for v in VIEWS]))
 
     return {"var_st": round(frames_mean("var_spatiotemporal_iou"), 4), "var_mse": round(frames_mean("var_mse"), 4),
-            "var_sp": round(scalar_mean("var_spatial_iou"), 5), "var_wsp": round(scalar_mean("var_weighted_spatial_iou"), 4)}
+            "var_sp": round(scalar_mean("var_spatial_iou"), 5),
+            "var_wsp": round(scalar_mean("var_weighted_spatial_iou"), 4)}
 
 
 def raw_score(m: Mapping[str, float], v: Mapping[str, float]) -> float:

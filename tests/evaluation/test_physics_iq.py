@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vidmill.evaluation import physics_iq as piq
-from vidmill.evaluation.physics_iq_score import VIEWS, all_scores, original_score, stable_score, verified_score
+from vidmill.evaluation.physics_iq_score import VIEWS, all_scores, original_score, verified_score
 from vidmill.evaluation.video_io import read_video, write_video
 
 
@@ -119,7 +119,7 @@ def test_metrics_on_synthetic_masks_by_hand():
 def test_vectorised_mse_equals_upstream_per_frame_loop():
     rng = np.random.default_rng(1)
     a, b = rng.integers(0, 256, (2, 5, 27, 33, 3)) / 255.0
-    loop = [float(np.mean((f1.astype(np.float32) - f2.astype(np.float32)) ** 2)) for f1, f2 in zip(a, b)]
+    loop = [float(np.mean((f1.astype(np.float32) - f2.astype(np.float32)) ** 2)) for f1, f2 in zip(a, b, strict=False)]
     assert piq.mse_per_frame(a, b) == loop
 
 

@@ -1,0 +1,71 @@
+"""Evaluation config: defaults here, a YAML file over them, `--set key=value` over that.
+
+Keys (all optional; a dimension whose weights are unset reports `not computed: no weights (...)`):
+
+  vbench.device                  cpu (deterministic reference path) | cuda
+  vbench.weights.dino_vitb16     DINO ViT-B/16 state dict (facebookresearch/dino `dino_vitbase16_pretrain.pth` keys)
+  vbench.weights.dreamsim        DreamSim checkpoint folder
+  vbench.weights.clip_vitb32     OpenAI CLIP ViT-B/32 weights, as open_clip `pretrained=<path>`
+  vbench.weights.clip_vitl14     OpenAI CLIP ViT-L/14 weights, as open_clip `pretrained=<path>`
+  vbench.weights.laion_head      LAION aesthetic linear head 768 -> 1 (`sa_0_4_vit_l_14_linear.pth`)
+  vbench.weights.amt_s           AMT-S checkpoint
+  vbench.weights.raft            RAFT (things) as a torchvision `raft_large` state dict (torchvision's C_T_V1 port)
+  vbench.weights.musiq           MUSIQ (SPAQ) checkpoint
+  vbench.weights.cotracker2      CoTracker2 checkpoint
+  vbench.arch.dino_vitb16        timm model name, or a JSON file of timm VisionTransformer kwargs (tests: tiny)
+  vbench.arch.clip_vitb32        open_clip model name, or a local JSON architecture config
+  vbench.arch.clip_vitl14        open_clip model name, or a local JSON architecture config
+  vbench.arch.raft               raft_large | raft_small (torchvision)
+  vbench.raft_iters              20 (upstream)
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+WEIGHT_KEYS = ("dino_vitb16", "dreamsim", "clip_vitb32", "clip_vitl14", "laion_head", "amt_s", "raft", "musiq",
+               "cotracker2")
+
+DEFAULTS: dict[str, Any] = {
+    "vbench": {
+        "device": "cpu",
+        "weights": {k: None for k in WEIGHT_KEYS},
+        "arch": {"dino_vitb16": "vit_base_patch16_224", "clip_vitb32": "ViT-B-32-quickgelu",
+                 "clip_vitl14": "ViT-L-14-quickgelu", "raft": "raft_large"},
+        "raft_iters": 20,
+    },
+}
+
+
+def _merge(base: dict, over: dict, where: str = "") -> dict:
+    for key, value in over.items():
+        if key not in base:
+            raise ValueError(f"unknown config key {where}{key}")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+    return base
+
+
+def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    config = copy.deepcopy(DEFAULTS)
+    if path:
+        _merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        value = yaml.safe_load(raw) if raw else None
+        node: dict = {}
+        parts = key.split(".")
+        cursor = node
+        for p in parts[:-1]:
+            cursor = cursor.setdefault(p, {})
+        cursor[parts[-1]] = value
+        _merge(config, node)
+    return config
