@@ -224,3 +224,45 @@ def test_runner_rows_statuses_and_hand_checked_view(bench_tree, tmp_path):
     small = np.stack([cv2.resize(f, (16, 12)) for f in r1]) / 255.0
     static = np.stack([cv2.resize(f, (16, 12)) for f in read_video(b_left).frames]) / 255.0  # decoded (codec noise)
     assert vm.mse == piq.mse_per_frame(small, static)
+
+
+def test_tail_task_generates_scores_and_appends_metrics(bench_tree, tmp_path):
+    from vidmill.evaluation.physics_iq_layout import read_real
+    from vidmill.evaluation.tail import PhysicsIQTail, due, evaluate_checkpoint
+
+    root, ids = bench_tree
+    bench = root / "physics-IQ-benchmark"
+    real = read_real(bench, 8)
+    for sc in real.scenarios.values():  # 3 s conditioning clips next to the testing videos
+        for vf in sc.views.values():
+            name = vf.take1.name.replace("_testing-videos_", "_conditioning-videos_")
+            write_video(bench / "split-videos" / "conditioning" / "8FPS" / name, moving_square_video(24), 8)
+    seen = []
+
+    def fake_generate(checkpoint, condition, seconds, fps, out):
+        seen.append((checkpoint, condition.shape, seconds, fps))
+        write_video(out, np.repeat(condition[-1:, ..., ::-1], int(seconds * fps), axis=0), fps)  # hold last frame
+
+    run = tmp_path / "run"
+    run.mkdir()
+    row = evaluate_checkpoint("ckpt/step-10", run, 10, physics_iq=PhysicsIQTail(str(bench), fps=8, mode="v2v"),
+                              generate=fake_generate)
+    assert len(seen) == 6 and seen[0] == ("ckpt/step-10", (24, 48, 64, 3), 5.0, 8.0)
+    doc = json.loads((run / "eval" / "step-10" / "physics-iq" / "results.json").read_text())
+    assert row["eval/physics_iq/verified"] == doc["summary"]["scores"]["verified"]["score"]
+    assert row["eval/physics_iq/status"] == "ok"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 10 and lines[-1]["kind"] == "eval"
+    assert due(20, 10) and not due(15, 10) and due(15, 10, final=True) and not due(0, 10)
+
+
+def test_tail_without_vidmill_generate_reports_not_computed(tmp_path):
+    import importlib.util
+
+    from vidmill.evaluation.tail import PhysicsIQTail, evaluate_checkpoint
+
+    if importlib.util.find_spec("vidmill.training.generate") is not None:
+        pytest.skip("vidmill generate is present in this build")
+    row = evaluate_checkpoint("ckpt", tmp_path, 5, physics_iq=PhysicsIQTail(str(tmp_path)))
+    assert row["eval/physics_iq/status"].startswith("not computed: vidmill generate is not available")
+    assert "eval/physics_iq/original" not in row

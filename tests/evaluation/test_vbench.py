@@ -175,7 +175,7 @@ def test_loader_rejects_weights_of_another_shape(tiny_weights, tmp_path):
         build_dino(config)
 
 
-def moving_video(path, t=9, h=128, w=160, speed=6, fps=8.0):  # RAFT needs >= 128 px
+def moving_video(path, t=3, h=128, w=160, speed=12, fps=8.0):  # RAFT needs >= 128 px
     frames = np.zeros((t, h, w, 3), np.uint8)
     frames[..., 2] = np.linspace(0, 200, w, dtype=np.uint8)[None, None]
     for i in range(t):
