@@ -53,8 +53,8 @@ def make_dataset(root: Path, scenarios: int, w: int, h: int, fps: int) -> tuple[
                 ids[take] = f"{n:04d}"
                 name = f"{ids[take]}_testing-videos_{fps}FPS_{view}_{take}_trimmed-s{s}.mp4"
                 write_video(folder / name, synthetic_video(5 * fps, w, h, seed=n), fps)
-            write_video(gen / f"{ids['take-1']}_{view}_trimmed-s{s}.mp4", synthetic_video(5 * fps, w, h, seed=10_000 + n),
-                        fps)
+            generated = synthetic_video(5 * fps, w, h, seed=10_000 + n)
+            write_video(gen / f"{ids['take-1']}_{view}_trimmed-s{s}.mp4", generated, fps)
     return bench, gen
 
 
@@ -139,7 +139,8 @@ def baseline(bench: Path, gen: Path, fps: int, work: Path) -> dict:
                 return (np.max(ms, axis=0) > 0).astype(np.uint8) * 255
 
             views[view] = piq.ViewMetrics(
-                iou_loop(m["r1"], m["g"]), iou_loop([spatial(m["r1"])], [spatial(m["g"])])[0], wsp_loop(m["r1"], m["g"]),
+                iou_loop(m["r1"], m["g"]), iou_loop([spatial(m["r1"])], [spatial(m["g"])])[0],
+                wsp_loop(m["r1"], m["g"]),
                 mse_loop(v["r1"], v["g"]), iou_loop(m["r1"], m["r2"]),
                 iou_loop([spatial(m["r1"])], [spatial(m["r2"])])[0], wsp_loop(m["r1"], m["r2"]),
                 mse_loop(v["r1"], v["r2"]))
@@ -174,7 +175,7 @@ def main() -> int:
                                                                             workers=workers)),
                            time.perf_counter() - t0)
         print(f"{'frame-by-frame baseline':34s} {t_base:7.2f} s  {videos / t_base:6.2f} videos/s  1.00x")
-        for label, (doc, secs) in runs.items():
+        for label, (_, secs) in runs.items():
             print(f"{label:34s} {secs:7.2f} s  {videos / secs:6.2f} videos/s  {t_base / secs:4.2f}x")
         same = runs["vidmill round-trip, 1 worker"][0]["summary"]["scores"]
         for variant in ("original", "stable", "verified"):

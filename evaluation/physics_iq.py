@@ -5,7 +5,7 @@ Pure functions over uint8 frame arrays, no model inside:
 - `motion_masks`: running-average background subtraction (blur 5x5, alpha 0.3, diff > 10, open + close 5x5);
   `mask_round_trip` reproduces upstream's mp4v write + read of every mask (off by default, see docs/eval.md);
 - `prepare_frames` / `prepare_masks`: bilinear resize to a quarter of the first real take, frames / 255,
-  masks > 127, first 5 s only;
+  masks > 127, first 5 s only (`prepare_stream` does all of it in one pass over a video);
 - the four metrics (`spatiotemporal_iou`, `spatial_iou`, `weighted_spatial_iou`, `mse_per_frame`) and
   `view_metrics`, which computes generated-vs-take-1 values and the take-1-vs-take-2 physical variance.
 
@@ -57,19 +57,28 @@ def change_fps(frames: np.ndarray, fps: float, fps_new: float, seconds: float = 
     return out
 
 
-def motion_masks(frames: np.ndarray) -> np.ndarray:
-    """Binary motion masks {0, 255} (T, H, W) of BGR frames (T, H, W, 3); the first mask is all zeros."""
-    masks = np.zeros(frames.shape[:3], np.uint8)
-    gray = cv2.GaussianBlur(cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY), BLUR_KERNEL, 0)
-    avg = gray.astype("float")
-    for t in range(1, len(frames)):
-        gray = cv2.GaussianBlur(cv2.cvtColor(frames[t], cv2.COLOR_BGR2GRAY), BLUR_KERNEL, 0)
-        cv2.accumulateWeighted(gray, avg, ACCUMULATE_ALPHA)
-        diff = cv2.absdiff(gray, cv2.convertScaleAbs(avg))
+class MotionMasker:
+    """Running-average motion masks, one BGR frame at a time: {0, 255} uint8 (H, W); the first mask is empty."""
+
+    def __init__(self):
+        self.avg: np.ndarray | None = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        gray = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), BLUR_KERNEL, 0)
+        if self.avg is None:
+            self.avg = gray.astype("float")
+            return np.zeros_like(gray, dtype=np.uint8)
+        cv2.accumulateWeighted(gray, self.avg, ACCUMULATE_ALPHA)
+        diff = cv2.absdiff(gray, cv2.convertScaleAbs(self.avg))
         _, mask = cv2.threshold(diff, DIFF_THRESHOLD, 255, cv2.THRESH_BINARY)  # strictly greater than 10
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, MORPH_KERNEL)
-        masks[t] = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, MORPH_KERNEL)
-    return masks
+        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, MORPH_KERNEL)
+
+
+def motion_masks(frames: np.ndarray) -> np.ndarray:
+    """Binary motion masks {0, 255} (T, H, W) of BGR frames (T, H, W, 3); the first mask is all zeros."""
+    masker = MotionMasker()
+    return np.stack([masker(f) for f in frames])
 
 
 def mask_round_trip(masks: np.ndarray, fps: float, workdir: str | Path | None = None) -> np.ndarray:
@@ -86,13 +95,56 @@ def target_size(first_real_frame: np.ndarray) -> tuple[int, int]:
 
 
 def prepare_frames(frames: np.ndarray, size: tuple[int, int], n_frames: int) -> np.ndarray:
-    """First `n_frames` frames resized (bilinear) to `size` and scaled to [0, 1] (float64, like `frame / 255.0`)."""
-    return np.stack([cv2.resize(f, size) for f in frames[:n_frames]]) / 255.0
+    """First `n_frames` frames resized (bilinear) to `size`, kept uint8 (the metrics divide by 255.0)."""
+    return np.stack([cv2.resize(f, size) for f in frames[:n_frames]])
 
 
 def prepare_masks(masks: np.ndarray, size: tuple[int, int], n_frames: int) -> np.ndarray:
     """First `n_frames` masks resized (bilinear) to `size` and binarised at > 127 to {0, 1} uint8."""
     return (np.stack([cv2.resize(m, size) for m in masks[:n_frames]]) > MASK_BINARY_CUT).astype(np.uint8)
+
+
+@dataclass
+class Prepared:
+    """A video reduced to what the metrics read: quarter-size uint8 frames and {0, 1} masks, first 5 s."""
+
+    frames: np.ndarray
+    masks: np.ndarray
+    size: tuple[int, int]
+    n_read: int  # frames decoded
+
+
+def prepare_stream(frames, fps: float, n_frames: int, size: tuple[int, int] | None = None,
+                   round_trip: bool = False, workdir: str | Path | None = None) -> Prepared:
+    """One pass over an iterable of BGR frames: masks at full size, then resize; nothing full-size is kept.
+
+    `size` None takes a quarter of the first frame (the first real take sets it for its view). With
+    `round_trip` the full-size masks are written as mp4v (at round(fps), even width/height) and read back.
+    """
+    masker, small, masks, writer, n = MotionMasker(), [], [], None, 0
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        mask_path = Path(tmp) / "mask.mp4"
+        for frame in frames:
+            if size is None:
+                size = target_size(frame)
+            mask = masker(frame)
+            if round_trip:
+                if writer is None:
+                    h, w = mask.shape[0] - mask.shape[0] % 2, mask.shape[1] - mask.shape[1] % 2
+                    writer = cv2.VideoWriter(str(mask_path), cv2.VideoWriter_fourcc(*"mp4v"), round(fps), (w, h),
+                                             isColor=False)
+                writer.write(np.ascontiguousarray(mask[:h, :w]))
+            elif n < n_frames:
+                masks.append(cv2.resize(mask, size) > MASK_BINARY_CUT)
+            if n < n_frames:
+                small.append(cv2.resize(frame, size))
+            n += 1
+        if n == 0:
+            raise ValueError("no frames decoded")
+        if writer is not None:
+            writer.release()
+            masks = [cv2.resize(m, size) > MASK_BINARY_CUT for m in read_video(mask_path, n_frames).frames]
+    return Prepared(np.stack(small), np.stack(masks).astype(np.uint8), size, n)
 
 
 def spatiotemporal_iou(m1: np.ndarray, m2: np.ndarray) -> list[float]:
@@ -125,10 +177,16 @@ def weighted_spatial_iou(m1: np.ndarray, m2: np.ndarray) -> float:
 
 
 def mse_per_frame(v1: np.ndarray, v2: np.ndarray) -> list[float]:
-    """Per-frame mean over H x W x 3 of (f1 - f2)^2 in float32 (zipped: the shorter video truncates)."""
-    t = min(len(v1), len(v2))
-    d = v1[:t].astype(np.float32) - v2[:t].astype(np.float32)
-    return [float(x) for x in (d * d).reshape(t, -1).mean(axis=1)]
+    """Per-frame mean over H x W x 3 of (f1 - f2)^2 in float32 on [0, 1] pixels (zipped: the shorter truncates).
+
+    uint8 inputs are scaled as upstream does (`frame / 255.0` in float64, then float32), one frame at a time.
+    """
+    out = []
+    for f1, f2 in zip(v1, v2, strict=False):
+        a = (f1 / 255.0 if f1.dtype == np.uint8 else f1).astype(np.float32)
+        b = (f2 / 255.0 if f2.dtype == np.uint8 else f2).astype(np.float32)
+        out.append(float(np.mean((a - b) ** 2)))
+    return out
 
 
 @dataclass
@@ -150,7 +208,7 @@ class ViewMetrics:
 
 def view_metrics(gen: np.ndarray, real1: np.ndarray, real2: np.ndarray, gen_masks: np.ndarray,
                  real1_masks: np.ndarray, real2_masks: np.ndarray) -> ViewMetrics:
-    """All metrics of one view from prepared frames ([0, 1] floats) and prepared masks ({0, 1})."""
+    """All metrics of one view from prepared frames (uint8 or [0, 1] floats) and prepared masks ({0, 1})."""
     return ViewMetrics(
         spatiotemporal_iou=spatiotemporal_iou(real1_masks, gen_masks),
         spatial_iou=spatial_iou(real1_masks, gen_masks),
@@ -161,9 +219,3 @@ def view_metrics(gen: np.ndarray, real1: np.ndarray, real2: np.ndarray, gen_mask
         var_weighted_spatial_iou=weighted_spatial_iou(real1_masks, real2_masks),
         var_mse=mse_per_frame(real1, real2),
     )
-
-
-def masks_for(frames: np.ndarray, fps: float, round_trip: bool = False) -> np.ndarray:
-    """Full-resolution motion masks of BGR frames, optionally through upstream's mp4v round trip."""
-    masks = motion_masks(frames)
-    return mask_round_trip(masks, fps) if round_trip else masks

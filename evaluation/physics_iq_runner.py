@@ -3,7 +3,8 @@
 Each scenario row has a status: `ok` (all three views scored), `missing` (a generated or real file is absent)
 or `error` (a file failed to decode, or a generated video is not 5 s at the benchmark fps). Only `ok`
 scenarios enter the scores; the summary says how many scenarios that is (a partial set is not comparable
-with published numbers). Every video is decoded once; masks stay in memory unless `mask_round_trip`.
+with published numbers). Every video is decoded once and streamed: only quarter-size frames and masks of
+the first 5 s are kept.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from vidmill.evaluation import physics_iq as piq
 from vidmill.evaluation.physics_iq_layout import VIEWS, RealSet, ViewFiles, attach_generated, read_real
 from vidmill.evaluation.physics_iq_score import all_scores
-from vidmill.evaluation.video_io import read_video
+from vidmill.evaluation.video_io import read_video, stream_video
 
 DURATION_TOLERANCE_S = 0.001
 
@@ -45,27 +46,27 @@ def generated_fps(paths: list[Path]) -> int:
     return int(round(rates.pop()))
 
 
-def load_real(path: Path, folder_fps: int, fps: int) -> np.ndarray:
-    video = read_video(path)
+def real_frames(path: Path, folder_fps: int, fps: int):
+    """A real take's frames at the benchmark fps: streamed as stored, or converted in memory from 30 fps."""
     if folder_fps == fps:
-        return video.frames
-    return piq.change_fps(video.frames, video.fps, fps)
+        return stream_video(path)[1]
+    video = read_video(path)
+    return iter(piq.change_fps(video.frames, video.fps, fps))
 
 
 def score_view(vf: ViewFiles, real: RealSet, fps: int, round_trip: bool) -> piq.ViewMetrics:
-    """Decode the three videos of one view and compute every metric (raises ValueError on bad input)."""
-    gen = read_video(vf.generated)
-    if abs(gen.fps - fps) > 1e-3 or not math.isclose(gen.duration_s, piq.SECONDS, abs_tol=DURATION_TOLERANCE_S):
-        raise ValueError(f"generated video {vf.generated.name} is {len(gen.frames)} frames at {gen.fps:g} fps "
-                         f"({gen.duration_s:.3f} s); it must last 5 s at {fps} fps")
-    real1 = load_real(vf.take1, real.fps, fps)
-    real2 = load_real(vf.take2, real.fps, fps)
+    """Decode the three videos of one view once each and compute every metric (raises ValueError on bad input)."""
     n = piq.SECONDS * fps
-    size = piq.target_size(real1[0])
-    masks = [piq.masks_for(v, fps, round_trip) for v in (gen.frames, real1, real2)]
-    frames = [piq.prepare_frames(v, size, n) for v in (gen.frames, real1, real2)]
-    m = [piq.prepare_masks(x, size, n) for x in masks]
-    return piq.view_metrics(frames[0], frames[1], frames[2], m[0], m[1], m[2])
+    gen_fps, gen_frames = stream_video(vf.generated)
+    if abs(gen_fps - fps) > 1e-3:
+        raise ValueError(f"generated video {vf.generated.name} is at {gen_fps:g} fps, not {fps}")
+    real1 = piq.prepare_stream(real_frames(vf.take1, real.fps, fps), fps, n, None, round_trip)
+    gen = piq.prepare_stream(gen_frames, fps, n, real1.size, round_trip)
+    if not math.isclose(gen.n_read / gen_fps, piq.SECONDS, abs_tol=DURATION_TOLERANCE_S):
+        raise ValueError(f"generated video {vf.generated.name} is {gen.n_read} frames at {gen_fps:g} fps "
+                         f"({gen.n_read / gen_fps:.3f} s); it must last 5 s at {fps} fps")
+    real2 = piq.prepare_stream(real_frames(vf.take2, real.fps, fps), fps, n, real1.size, round_trip)
+    return piq.view_metrics(gen.frames, real1.frames, real2.frames, gen.masks, real1.masks, real2.masks)
 
 
 def _view_job(vf: ViewFiles, real: RealSet, fps: int, round_trip: bool) -> dict:

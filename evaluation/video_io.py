@@ -6,6 +6,7 @@ the frames identical to upstream. VBench reads RGB; callers convert with `bgr_to
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,25 @@ def read_video(path: str | Path, max_frames: int | None = None) -> Video:
     if not frames:
         raise ValueError(f"no frames decoded from {path}")
     return Video(np.stack(frames), fps)
+
+
+def stream_video(path: str | Path) -> tuple[float, Iterator[np.ndarray]]:
+    """(fps, frames one at a time): decode without holding the whole video. Raises ValueError if unopenable."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"cannot open video {path}")
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                yield frame
+        finally:
+            cap.release()
+
+    return float(cap.get(cv2.CAP_PROP_FPS)), frames()
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, fourcc: str = "mp4v") -> Path:

@@ -266,3 +266,15 @@ def test_tail_without_vidmill_generate_reports_not_computed(tmp_path):
     row = evaluate_checkpoint("ckpt", tmp_path, 5, physics_iq=PhysicsIQTail(str(tmp_path)))
     assert row["eval/physics_iq/status"].startswith("not computed: vidmill generate is not available")
     assert "eval/physics_iq/original" not in row
+
+
+def test_streaming_preparation_equals_the_array_path(tmp_path):
+    frames = moving_square_video(12, 50, 66)  # odd sizes: the round trip crops masks to even width/height
+    size = piq.target_size(frames[0])
+    for round_trip in (False, True):
+        got = piq.prepare_stream(iter(frames), 8.0, 10, None, round_trip, tmp_path)
+        masks = piq.motion_masks(frames)
+        masks = piq.mask_round_trip(masks, 8.0, tmp_path) if round_trip else masks
+        assert got.size == size == (16, 12) and got.n_read == 12
+        assert np.array_equal(got.masks, piq.prepare_masks(masks, size, 10))
+        assert np.array_equal(got.frames, piq.prepare_frames(frames, size, 10))

@@ -106,7 +106,8 @@ def test_motion_smoothness_formula():
 # Tiny random networks of the real architectures, saved to local files and loaded through the config --------------
 
 TINY_DINO = {"img_size": 224, "patch_size": 16, "embed_dim": 16, "depth": 1, "num_heads": 2}
-TINY_CLIP = {"embed_dim": 768, "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "head_width": 16, "patch_size": 32},
+TINY_CLIP = {"embed_dim": 768,
+             "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "head_width": 16, "patch_size": 32},
              "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
