@@ -177,7 +177,14 @@ def main() -> int:
         print(f"{'frame-by-frame baseline':34s} {t_base:7.2f} s  {videos / t_base:6.2f} videos/s  1.00x")
         for label, (_, secs) in runs.items():
             print(f"{label:34s} {secs:7.2f} s  {videos / secs:6.2f} videos/s  {t_base / secs:4.2f}x")
-        same = runs["vidmill round-trip, 1 worker"][0]["summary"]["scores"]
+        rt_doc = runs["vidmill round-trip, 1 worker"][0]
+        fields = list(piq.ViewMetrics.__dataclass_fields__)
+        ours = [[{f: row["views"][v][f] for f in fields} for v in VIEWS] for row in rt_doc["rows"]]
+        theirs = [[base["scenarios"][i][v].to_dict() for v in VIEWS] for i in range(len(base["scenarios"]))]
+        print(f"  per-view metrics, round trip vs baseline: {'identical' if ours == theirs else 'DIFFERENT'}")
+        if ours != theirs:
+            return 1
+        same = rt_doc["summary"]["scores"]
         for variant in ("original", "stable", "verified"):
             ok = same[variant]["score"] == base["scores"][variant]["score"]
             print(f"  {variant:9s} baseline {base['scores'][variant]['score']:6.2f}  vidmill round-trip "

@@ -278,3 +278,22 @@ def test_streaming_preparation_equals_the_array_path(tmp_path):
         assert got.size == size == (16, 12) and got.n_read == 12
         assert np.array_equal(got.masks, piq.prepare_masks(masks, size, 10))
         assert np.array_equal(got.frames, piq.prepare_frames(frames, size, 10))
+
+
+def test_cli_writes_results_json(bench_tree, tmp_path, capsys):
+    from vidmill.cli import main
+
+    root, ids = bench_tree
+    copy_take1_as_generated(root, ids, tmp_path / "gen")
+    out = tmp_path / "results.json"
+    assert main(["eval", "physics-iq", "--real", str(root / "physics-IQ-benchmark"), "--generated",
+                 str(tmp_path / "gen"), "--out", str(out), "--workers", "1"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["fps"] == 8 and [r["status"] for r in doc["rows"]] == ["ok", "ok"]
+    assert "verified  100.00" in capsys.readouterr().out
+    code = main(["eval", "physics-iq", "--real", str(root / "physics-IQ-benchmark"), "--generated",
+                 str(tmp_path / "gen"), "--out", str(out), "--checkpoint", "ckpt", "--fps", "8"])
+    import importlib.util
+
+    if importlib.util.find_spec("vidmill.training.generate") is None:
+        assert code == 3  # generating mode: `vidmill generate` not in this build

@@ -266,3 +266,18 @@ def test_missing_weights_report_reasons_never_numbers(tmp_path):
     for d, entry in doc["dimensions"].items():
         assert entry["score"] is None and entry["status"].startswith("not computed: no weights"), d
     assert doc["totals"]["total"]["score"] is None and doc["totals"]["total"]["includes"] == []
+
+
+def test_cli_vbench_without_weights(tmp_path, capsys):
+    from vidmill.cli import main
+
+    moving_video(tmp_path / "v" / "x.mp4")
+    out = tmp_path / "r.json"
+    assert main(["eval", "vbench", "--videos", str(tmp_path / "v"), "--out", str(out),
+                 "--set", "vbench.weights.raft=/missing/raft.pth"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["dimensions"]["dynamic_degree"]["status"] == (
+        "not computed: no weights (vbench.weights.raft: /missing/raft.pth not found)")
+    assert "total" in capsys.readouterr().out
+    assert main(["eval", "vbench", "--videos", str(tmp_path / "v"), "--out", str(out),
+                 "--set", "vbench.nope=1"]) == 2  # unknown key: a clear error
