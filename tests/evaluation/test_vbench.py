@@ -281,3 +281,38 @@ def test_cli_vbench_without_weights(tmp_path, capsys):
     assert "total" in capsys.readouterr().out
     assert main(["eval", "vbench", "--videos", str(tmp_path / "v"), "--out", str(out),
                  "--set", "vbench.nope=1"]) == 2  # unknown key: a clear error
+
+
+def test_callable_dimensions_through_the_runner(tmp_path):
+    """DreamSim, AMT-S, MUSIQ and CoTracker2 have no architecture here: their formulas run on plugged-in callables."""
+    import cv2
+
+    from vidmill.evaluation.vbench_models import Probes
+    from vidmill.evaluation.vbench_runner import evaluate_vbench
+
+    videos, images = tmp_path / "v", tmp_path / "i"
+    images.mkdir()
+    frames = moving_video(videos / "boat, camera pans left.mp4", t=5)
+    cv2.imwrite(str(images / "boat, camera pans left.png"), frames[0][..., ::-1])
+    moving_video(videos / "plain.mp4", t=5)
+    probes = Probes(
+        dreamsim=lambda x: torch.ones(len(x), 8),  # identical embeddings: cos 1 everywhere -> 0.4 + 0.3 + 0.3
+        interpolate=lambda a, b: ((a.astype(np.float32) + b) / 2).astype(np.uint8),
+        musiq=lambda x: torch.tensor(40.0 + x.shape[-1] / 100),  # records the resized width: 160 -> 41.6
+        tracker=lambda f: grid_tracks(dx=8),  # content moves right: camera pans left
+        reasons={})
+    doc = evaluate_vbench(videos, images, probes, dimensions=("i2v_background", "motion_smoothness",
+                                                               "imaging_quality", "camera_motion"))
+    d = doc["dimensions"]
+    assert d["i2v_background"]["score"] == pytest.approx(1.0) and d["i2v_background"]["n_videos"] == 1
+    assert d["imaging_quality"]["score"] == pytest.approx(0.416)
+    assert d["camera_motion"]["score"] == 1.0 and d["camera_motion"]["n_videos"] == 1
+    expected = []
+    for name in ("boat, camera pans left.mp4", "plain.mp4"):
+        from vidmill.evaluation.video_io import bgr_to_rgb, read_video
+
+        f = bgr_to_rgb(read_video(videos / name).frames)
+        expected.append(vb.motion_smoothness(f, probes.interpolate))
+    assert d["motion_smoothness"]["score"] == pytest.approx(np.mean(expected))
+    plain = next(r for r in doc["rows"] if r["video"] == "plain.mp4")
+    assert plain["dimensions"]["camera_motion"] == "skipped: no camera prompt in the file name"
