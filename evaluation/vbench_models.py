@@ -59,12 +59,24 @@ def dino_frames_transform(frames: torch.Tensor) -> torch.Tensor:
 
 
 def dino_i2v_transform(frames: torch.Tensor) -> torch.Tensor:
-    """I2V-Subject (image and frames): Resize(256, bicubic), CenterCrop(224), /255, ImageNet norm."""
+    """I2V-Subject frames: Resize(256, bicubic) with torchvision's default antialias, CenterCrop(224), /255, ImageNet.
+
+    Upstream's `dino_transform_internet` leaves antialias unset, so current torchvision antialiases tensors.
+    """
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    x = TF.resize(frames, 256, interpolation=InterpolationMode.BICUBIC, antialias=False)
+    x = TF.resize(frames, 256, interpolation=InterpolationMode.BICUBIC, antialias=True)
     return _normalize(TF.center_crop(x, 224).float().div(255.0), IMAGENET)
+
+
+def dino_i2v_image_transform(image) -> torch.Tensor:
+    """I2V-Subject input image (PIL, as upstream opens it): Resize(256, bicubic), CenterCrop(224), ToTensor, norm."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    x = TF.center_crop(TF.resize(image, 256, interpolation=InterpolationMode.BICUBIC), 224)
+    return _normalize(TF.to_tensor(x), IMAGENET)[None]
 
 
 def clip_transform(frames: torch.Tensor) -> torch.Tensor:
@@ -77,11 +89,19 @@ def clip_transform(frames: torch.Tensor) -> torch.Tensor:
 
 
 def dreamsim_transform(frames: torch.Tensor) -> torch.Tensor:
-    """I2V-Background: square Resize((224, 224), bicubic), /255, no normalisation."""
+    """I2V-Background frames: square Resize((224, 224), bicubic, torchvision's default antialias), /255."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    return TF.resize(frames, [224, 224], interpolation=InterpolationMode.BICUBIC, antialias=False).float().div(255.0)
+    return TF.resize(frames, [224, 224], interpolation=InterpolationMode.BICUBIC, antialias=True).float().div(255.0)
+
+
+def dreamsim_image_transform(image) -> torch.Tensor:
+    """I2V-Background input image (PIL): Resize((224, 224), bicubic), ToTensor."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    return TF.to_tensor(TF.resize(image, [224, 224], interpolation=InterpolationMode.BICUBIC))[None]
 
 
 def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,16 +31,20 @@ class Skip(Exception):
     """This video does not take part in this dimension (reason in the message)."""
 
 
-def _image_for(video: Path, images: Path | None) -> np.ndarray:
+def _image_for(video: Path, images: Path | None):
+    """The conditioning image as upstream opens it (PIL, RGB)."""
+    from PIL import Image
+
     if images is None:
         raise Skip("skipped: no --images folder")
     for suffix in IMAGE_SUFFIXES:
         path = images / f"{video.stem}{suffix}"
         if path.exists():
-            image = cv2.imread(str(path))
-            if image is None:
-                raise ValueError(f"cannot read image {path}")
-            return bgr_to_rgb(image)
+            try:
+                with Image.open(path) as image:
+                    return image.convert("RGB")
+            except OSError as exc:
+                raise ValueError(f"cannot read image {path}: {exc}") from exc
     raise Skip(f"skipped: no conditioning image {video.stem}.png|jpg in {images}")
 
 
@@ -52,12 +55,12 @@ def _features(probe: Callable, transform: Callable, frames: np.ndarray) -> torch
 def score_video(dim: str, p: vm.Probes, frames: np.ndarray, fps: float, video: Path, images: Path | None) -> Any:
     """The per-video value of one dimension (a float, or (sum, count) for the frame-weighted consistencies)."""
     if dim == "i2v_subject":
-        image = _image_for(video, images)
-        img = _features(p.dino, vm.dino_i2v_transform, image[None])[0]
+        with torch.no_grad():
+            img = p.dino(vm.dino_i2v_image_transform(_image_for(video, images)))[0]
         return vb.i2v_consistency(img, _features(p.dino, vm.dino_i2v_transform, frames))
     if dim == "i2v_background":
-        image = _image_for(video, images)
-        img = _features(p.dreamsim, vm.dreamsim_transform, image[None])[0]
+        with torch.no_grad():
+            img = p.dreamsim(vm.dreamsim_image_transform(_image_for(video, images)))[0]
         return vb.i2v_consistency(img, _features(p.dreamsim, vm.dreamsim_transform, frames))
     if dim == "subject_consistency":
         return vb.frame_consistency(_features(p.dino, vm.dino_frames_transform, frames))
