@@ -135,8 +135,19 @@ def evaluate_physics_iq(real: str | Path, generated: str | Path, options: Physic
             "timing": {"seconds": elapsed, "videos": 3 * sum(len(s) for s in per_scenario.values())}}
 
 
+def _finite(value):
+    """Strict JSON: inf / nan (a zero physical variance) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_results(doc: dict, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1, allow_nan=True))
+    out.write_text(json.dumps(_finite(doc), indent=1, allow_nan=False))
     return out

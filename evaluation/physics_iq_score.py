@@ -73,9 +73,16 @@ def original_variances(scenarios: Sequence[Scenario]) -> dict[str, float]:
             "var_wsp": round(scalar_mean("var_weighted_spatial_iou"), 4)}
 
 
+def _div(a: float, b: float) -> float:
+    """a / b with IEEE semantics (a zero variance gives inf or nan, as NumPy does upstream, never an exception)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
 def raw_score(m: Mapping[str, float], v: Mapping[str, float]) -> float:
     """(S_st/V_st + S_sp/V_sp + S_wsp/V_wsp)/3 - (S_mse - V_mse), unclipped, on the 0-1 scale."""
-    return (m["st"] / v["var_st"] + m["sp"] / v["var_sp"] + m["wsp"] / v["var_wsp"]) / 3 - (m["mse"] - v["var_mse"])
+    ratios = _div(m["st"], v["var_st"]) + _div(m["sp"], v["var_sp"]) + _div(m["wsp"], v["var_wsp"])
+    return ratios / 3 - (m["mse"] - v["var_mse"])
 
 
 def original_score(scenarios: Sequence[Scenario]) -> dict:
@@ -92,8 +99,8 @@ def original_unrounded_score(scenarios: Sequence[Scenario]) -> dict:
 
 def stable_score(scenarios: Sequence[Scenario]) -> dict:
     m = dataset_means(scenarios)
-    parts = {"spatiotemporal": m["st"] / m["var_st"], "spatial": m["sp"] / m["var_sp"],
-             "weighted_spatial": m["wsp"] / m["var_wsp"], "mse": m["mse"] - m["var_mse"]}
+    parts = {"spatiotemporal": _div(m["st"], m["var_st"]), "spatial": _div(m["sp"], m["var_sp"]),
+             "weighted_spatial": _div(m["wsp"], m["var_wsp"]), "mse": m["mse"] - m["var_mse"]}
     value = _clip((_clip(parts["spatiotemporal"]) + _clip(parts["spatial"]) + _clip(parts["weighted_spatial"])) / 3
                   - _clip(parts["mse"]))
     return {"score": round(value * 100, 2), "fraction": value, "components": parts}

@@ -297,3 +297,13 @@ def test_cli_writes_results_json(bench_tree, tmp_path, capsys):
 
     if importlib.util.find_spec("vidmill.training.generate") is None:
         assert code == 3  # generating mode: `vidmill generate` not in this build
+
+
+def test_zero_physical_variance_does_not_crash_and_json_stays_strict(tmp_path):
+    from vidmill.evaluation.physics_iq_runner import write_results
+
+    s = uniform_scenario(vst=0.0)  # the two real takes never overlap
+    scores = all_scores([s])
+    assert scores["original"]["score"] == 100.0 and scores["stable"]["components"]["spatiotemporal"] == float("inf")
+    doc = json.loads(write_results({"s": scores}, tmp_path / "r.json").read_text())
+    assert doc["s"]["stable"]["components"]["spatiotemporal"] is None
