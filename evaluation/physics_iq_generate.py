@@ -1,10 +1,13 @@
 """Generate the Physics-IQ test videos with a vidmill checkpoint: I2V from the switch frame, V2V from the 3 s clip.
 
-The driver is written against one small callable, `GenerateFn(checkpoint, condition, seconds, fps, out_path)`,
-where `condition` is an RGB uint8 image (H, W, 3) for I2V or RGB frames (T, H, W, 3) for V2V; it must write a
-video of exactly `seconds` at `fps` to `out_path`. `default_generator()` binds it to `vidmill generate`
-(training/generate.py) when that module exists; until then it raises `GenerationUnavailable` and the CLI
-reports the generating mode as not available.
+The driver is written against one small callable,
+`GenerateFn(checkpoint, condition, mode, seconds, fps, out_path)`: `condition` is the path of the conditioning
+image (mode "i2v") or prefix video ("v2v"); it must write the `seconds` that FOLLOW the conditioning, at `fps`,
+to `out_path`. `vidmill_generator()` binds it to `vidmill generate` (training/generate.py:
+`load_run`, `GenerateRequest`, `generate(models, request, out, on_frames=...)`): it asks for the prefix's frames
+plus `seconds`, drops the frames that reconstruct the prefix (its latent frames: `patch_t` frames for an image,
+`n // patch_t * patch_t` for a video, as `encode_prefix` aligns them) and writes the rest. Without
+training/generate.py it raises `GenerationUnavailable` and the CLI reports the generating mode as not available.
 
 Outputs are named `{id}_{view}_{scenario}` (upstream's renamed form), ready for `evaluate_physics_iq`.
 """
@@ -14,30 +17,63 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vidmill.evaluation.physics_iq import SECONDS
 from vidmill.evaluation.physics_iq_layout import conditioning_video, read_real, switch_frame
-from vidmill.evaluation.video_io import bgr_to_rgb, read_video
+from vidmill.evaluation.video_io import read_video, write_video
 
-GenerateFn = Callable[[str, np.ndarray, float, float, Path], None]
+GenerateFn = Callable[[str, Path, str, float, float, Path], None]
 
 
 class GenerationUnavailable(RuntimeError):
     """`vidmill generate` (training/generate.py) is not part of this build."""
 
 
-def default_generator() -> GenerateFn:
-    """The project's generator, `vidmill.training.generate.generate(checkpoint, condition, seconds, fps, out_path)`."""
+def _run_and_step(checkpoint: str) -> tuple[Path, int | None]:
+    """`RUN` (newest complete step) or `RUN/checkpoints/step-N`."""
+    path = Path(checkpoint)
+    if path.name.startswith("step-") and path.parent.name == "checkpoints":
+        return path.parent.parent, int(path.name.split("-", 1)[1])
+    return path, None
+
+
+def vidmill_generator(device: str = "cpu", prompt: str | None = None, steps: int | None = None) -> GenerateFn:
+    """`GenerateFn` over `vidmill generate`; models are loaded once per checkpoint."""
     try:
-        from vidmill.training import generate as gen_module  # type: ignore[attr-defined]
+        from vidmill.training.generate import GenerateRequest, generate, load_run
     except ImportError as exc:
         raise GenerationUnavailable("vidmill generate is not available in this build (training/generate.py)") from exc
-    fn = getattr(gen_module, "generate", None)
-    if fn is None:
-        raise GenerationUnavailable("training/generate.py has no generate(checkpoint, condition, seconds, fps, out)")
-    return fn
+    cache: dict = {}
+
+    def run(checkpoint: str, condition: Path, mode: str, seconds: float, fps: float, out: Path) -> None:
+        key = _run_and_step(checkpoint)
+        if key not in cache:
+            cache[key] = load_run(key[0], step=key[1], device=device)
+        models = cache[key]
+        if abs(models.size.fps - fps) > 1e-6:
+            raise ValueError(f"the model generates at {models.size.fps} fps, the benchmark run needs {fps}")
+        pt = models.size.vae.patch[0]
+        prefix = pt if mode == "i2v" else len(read_video(condition).frames) // pt * pt
+        keep = round(seconds * fps)
+        kept: list[np.ndarray] = []
+
+        def on_frames(frames: np.ndarray, first: int) -> None:
+            kept.extend(f for i, f in enumerate(frames) if first + i >= prefix)
+
+        request = GenerateRequest(prompt=prompt, seconds=(prefix + keep) / fps, steps=steps,
+                                  image=condition if mode == "i2v" else None,
+                                  video=condition if mode == "v2v" else None)
+        generate(models, request, None, on_frames=on_frames)
+        if len(kept) < keep:
+            raise ValueError(f"vidmill generate returned {len(kept)} new frames, {keep} needed")
+        write_video(out, np.stack(kept[:keep])[..., ::-1], fps)
+
+    return run
+
+
+def default_generator() -> GenerateFn:
+    return vidmill_generator()
 
 
 def generate_physics_iq(real: str | Path, out_dir: str | Path, checkpoint: str, mode: str, fps: int,
@@ -58,13 +94,12 @@ def generate_physics_iq(real: str | Path, out_dir: str | Path, checkpoint: str, 
         row = {"id": vf.take1_id, "view": vf.view, "scenario": scenario, "output": str(out)}
         try:
             if mode == "i2v":
-                image = cv2.imread(str(switch_frame(real, vf.take1_id)))
-                if image is None:
-                    raise ValueError(f"cannot read the switch frame of {vf.take1_id}")
-                condition = bgr_to_rgb(image)
+                condition = switch_frame(real, vf.take1_id)
             else:
-                condition = bgr_to_rgb(read_video(conditioning_video(real, vf.take1, fps)).frames)
-            generate(checkpoint, condition, float(SECONDS), float(fps), out)
+                condition = conditioning_video(real, vf.take1, fps)
+                if not condition.exists():
+                    raise FileNotFoundError(f"no conditioning clip {condition}")
+            generate(checkpoint, condition, mode, float(SECONDS), float(fps), out)
             written = read_video(out)
             if abs(written.duration_s - SECONDS) > 1e-3:
                 raise ValueError(f"generator wrote {written.duration_s:.3f} s, not {SECONDS} s")

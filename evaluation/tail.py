@@ -64,20 +64,15 @@ def _physics_iq(cfg: PhysicsIQTail, checkpoint: str, out: Path, generate: Genera
 
 
 def _vbench(cfg: VBenchTail, checkpoint: str, out: Path, generate: GenerateFn) -> dict:
-    import cv2
-
     from vidmill.evaluation.config import load_eval_config
     from vidmill.evaluation.physics_iq_runner import write_results
     from vidmill.evaluation.vbench_models import build_probes
     from vidmill.evaluation.vbench_runner import IMAGE_SUFFIXES, evaluate_vbench
-    from vidmill.evaluation.video_io import bgr_to_rgb
 
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     for image in sorted(p for p in Path(cfg.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        frame = cv2.imread(str(image))
-        if frame is not None:
-            generate(checkpoint, bgr_to_rgb(frame), cfg.seconds, cfg.fps, videos / f"{image.stem}.mp4")
+        generate(checkpoint, image, "i2v", cfg.seconds, cfg.fps, videos / f"{image.stem}.mp4")
     config = cfg.config or load_eval_config()
     doc = evaluate_vbench(videos, cfg.images, build_probes(config))
     write_results(doc, out / "results.json")

@@ -239,15 +239,16 @@ def test_tail_task_generates_scores_and_appends_metrics(bench_tree, tmp_path):
             write_video(bench / "split-videos" / "conditioning" / "8FPS" / name, moving_square_video(24), 8)
     seen = []
 
-    def fake_generate(checkpoint, condition, seconds, fps, out):
-        seen.append((checkpoint, condition.shape, seconds, fps))
-        write_video(out, np.repeat(condition[-1:, ..., ::-1], int(seconds * fps), axis=0), fps)  # hold last frame
+    def fake_generate(checkpoint, condition, mode, seconds, fps, out):
+        frames = read_video(condition).frames
+        seen.append((checkpoint, frames.shape, mode, seconds, fps))
+        write_video(out, np.repeat(frames[-1:], int(seconds * fps), axis=0), fps)  # hold the last frame
 
     run = tmp_path / "run"
     run.mkdir()
     row = evaluate_checkpoint("ckpt/step-10", run, 10, physics_iq=PhysicsIQTail(str(bench), fps=8, mode="v2v"),
                               generate=fake_generate)
-    assert len(seen) == 6 and seen[0] == ("ckpt/step-10", (24, 48, 64, 3), 5.0, 8.0)
+    assert len(seen) == 6 and seen[0] == ("ckpt/step-10", (24, 48, 64, 3), "v2v", 5.0, 8.0)
     doc = json.loads((run / "eval" / "step-10" / "physics-iq" / "results.json").read_text())
     assert row["eval/physics_iq/verified"] == doc["summary"]["scores"]["verified"]["score"]
     assert row["eval/physics_iq/status"] == "ok"
@@ -307,3 +308,50 @@ def test_zero_physical_variance_does_not_crash_and_json_stays_strict(tmp_path):
     assert scores["original"]["score"] == 100.0 and scores["stable"]["components"]["spatiotemporal"] == float("inf")
     doc = json.loads(write_results({"s": scores}, tmp_path / "r.json").read_text())
     assert doc["s"]["stable"]["components"]["spatiotemporal"] is None
+
+
+def test_vidmill_generator_adapter_drops_the_prefix_frames(tmp_path, monkeypatch):
+    """The adapter against `vidmill generate`'s interface (load_run, GenerateRequest, generate(on_frames=...)),
+    stubbed here: output frames start with the prefix's latent-aligned reconstruction, then new frames."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from vidmill.evaluation.physics_iq_generate import vidmill_generator
+
+    @dataclass
+    class Request:
+        prompt: str | None = None
+        seconds: float = 1.0
+        steps: int | None = None
+        image: object = None
+        video: object = None
+
+    size = types.SimpleNamespace(fps=8, vae=types.SimpleNamespace(patch=(4, 8, 8)))
+    loads, calls = [], []
+
+    def load_run(run, step=None, device="cpu"):
+        loads.append((str(run), step))
+        return types.SimpleNamespace(size=size)
+
+    def generate(models, request, out, on_frames=None):
+        calls.append(request)
+        total = round(request.seconds * 8)
+        frames = np.stack([np.full((32, 32, 3), 4 * i, np.uint8) for i in range(total)])  # frame i has value 4 i
+        for start in range(0, total, 4):
+            on_frames(frames[start:start + 4], start)
+
+    fake = types.ModuleType("vidmill.training.generate")
+    fake.GenerateRequest, fake.generate, fake.load_run = Request, generate, load_run
+    monkeypatch.setitem(sys.modules, "vidmill.training.generate", fake)
+    gen = vidmill_generator()
+    clip = write_video(tmp_path / "cond.mp4", np.zeros((23, 8, 8, 3), np.uint8), 8)  # 23 frames -> 20 aligned
+    gen("RUN/checkpoints/step-7", clip, "v2v", 5.0, 8.0, tmp_path / "v2v.mp4")
+    out = read_video(tmp_path / "v2v.mp4").frames
+    assert len(out) == 40 and calls[-1].video == clip and calls[-1].seconds == (20 + 40) / 8
+    assert abs(int(out[0, 16, 16, 0]) - 80) <= 6 and abs(int(out[-1, 16, 16, 0]) - 236) <= 6  # mp4v tolerance
+    gen("RUN/checkpoints/step-7", tmp_path / "switch.jpg", "i2v", 5.0, 8.0, tmp_path / "i2v.mp4")
+    assert calls[-1].image == tmp_path / "switch.jpg" and calls[-1].seconds == (4 + 40) / 8
+    assert loads == [("RUN", 7)]  # loaded once
+    with pytest.raises(ValueError, match="generates at 8 fps"):
+        gen("RUN", clip, "v2v", 5.0, 16.0, tmp_path / "x.mp4")
