@@ -39,7 +39,8 @@ def generated_fps(paths: list[Path]) -> int:
     rates = set()
     for p in paths:
         cap = cv2.VideoCapture(str(p))
-        rates.add(cap.get(cv2.CAP_PROP_FPS))
+        if cap.isOpened() and cap.get(cv2.CAP_PROP_FPS) > 0:  # unreadable files become error rows later
+            rates.add(cap.get(cv2.CAP_PROP_FPS))
         cap.release()
     if len(rates) != 1:
         raise ValueError(f"generated videos must share one fps, found {sorted(rates)}")

@@ -355,3 +355,17 @@ def test_vidmill_generator_adapter_drops_the_prefix_frames(tmp_path, monkeypatch
     assert loads == [("RUN", 7)]  # loaded once
     with pytest.raises(ValueError, match="generates at 8 fps"):
         gen("RUN", clip, "v2v", 5.0, 16.0, tmp_path / "x.mp4")
+
+
+def test_a_corrupt_generated_file_is_an_error_row_not_a_crash(bench_tree, tmp_path):
+    from vidmill.evaluation.physics_iq_runner import evaluate_physics_iq
+
+    root, ids = bench_tree
+    gen = tmp_path / "gen"
+    copy_take1_as_generated(root, ids, gen)
+    bad = gen / f"{ids[('trimmed-a.mp4', 'perspective-left')]}_perspective-left_trimmed-a.mp4"
+    bad.write_bytes(b"not a video")
+    doc = evaluate_physics_iq(root / "physics-IQ-benchmark", gen)
+    rows = {r["scenario"]: r for r in doc["rows"]}
+    assert rows["trimmed-a.mp4"]["status"] == "error" and rows["trimmed-b.mp4"]["status"] == "ok"
+    assert doc["summary"]["n_ok"] == 1 and not doc["summary"]["complete"]
