@@ -1,8 +1,8 @@
 """Evaluation config: defaults here, a YAML file over them, `--set key=value` over that.
 
-Keys (all optional; a dimension whose weights are unset reports `not computed: no weights (...)`):
+Keys (all optional; a dimension whose weights are unset reports `not computed: no weights (...)`). Every model
+runs on the CPU in float32 at the input's own size: the reference path (no GPU-dependent downscaling).
 
-  vbench.device                  cpu (deterministic reference path) | cuda
   vbench.weights.dino_vitb16     DINO ViT-B/16 state dict (facebookresearch/dino `dino_vitbase16_pretrain.pth` keys)
   vbench.weights.dreamsim        DreamSim checkpoint folder
   vbench.weights.clip_vitb32     OpenAI CLIP ViT-B/32 weights, as open_clip `pretrained=<path>`
@@ -32,7 +32,6 @@ WEIGHT_KEYS = ("dino_vitb16", "dreamsim", "clip_vitb32", "clip_vitl14", "laion_h
 
 DEFAULTS: dict[str, Any] = {
     "vbench": {
-        "device": "cpu",
         "weights": {k: None for k in WEIGHT_KEYS},
         "arch": {"dino_vitb16": "vit_base_patch16_224", "clip_vitb32": "ViT-B-32-quickgelu",
                  "clip_vitl14": "ViT-L-14-quickgelu", "raft": "raft_large"},
