@@ -4,8 +4,8 @@ Pure functions over uint8 frame arrays, no model inside:
 - `change_fps`: the benchmark's linear-blend frame-rate changer (float32 blend, truncating uint8 cast);
 - `motion_masks`: running-average background subtraction (blur 5x5, alpha 0.3, diff > 10, open + close 5x5);
   `mask_round_trip` reproduces upstream's mp4v write + read of every mask (off by default, see docs/eval.md);
-- `prepare_frames` / `prepare_masks`: bilinear resize to a quarter of the first real take, frames / 255,
-  masks > 127, first 5 s only (`prepare_stream` does all of it in one pass over a video);
+- `prepare_frames` / `prepare_masks`: bilinear resize to a quarter of the first real take (frames stay uint8;
+  the MSE divides by 255 as upstream), masks > 127, first 5 s only (`prepare_stream`: one pass over a video);
 - the four metrics (`spatiotemporal_iou`, `spatial_iou`, `weighted_spatial_iou`, `mse_per_frame`) and
   `view_metrics`, which computes generated-vs-take-1 values and the take-1-vs-take-2 physical variance.
 
@@ -127,6 +127,9 @@ def prepare_stream(frames, fps: float, n_frames: int, size: tuple[int, int] | No
         for frame in frames:
             if size is None:
                 size = target_size(frame)
+            if n >= n_frames and not round_trip:  # masks are causal: later frames change nothing kept
+                n += 1
+                continue
             mask = masker(frame)
             if round_trip:
                 if writer is None:
@@ -134,7 +137,7 @@ def prepare_stream(frames, fps: float, n_frames: int, size: tuple[int, int] | No
                     writer = cv2.VideoWriter(str(mask_path), cv2.VideoWriter_fourcc(*"mp4v"), round(fps), (w, h),
                                              isColor=False)
                 writer.write(np.ascontiguousarray(mask[:h, :w]))
-            elif n < n_frames:
+            else:
                 masks.append(cv2.resize(mask, size) > MASK_BINARY_CUT)
             if n < n_frames:
                 small.append(cv2.resize(frame, size))
