@@ -104,7 +104,7 @@ def dreamsim_image_transform(image) -> torch.Tensor:
     return TF.to_tensor(TF.resize(image, [224, 224], interpolation=InterpolationMode.BICUBIC))[None]
 
 
-def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([fn(x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
 

@@ -49,7 +49,7 @@ def _image_for(video: Path, images: Path | None):
 
 
 def _features(probe: Callable, transform: Callable, frames: np.ndarray) -> torch.Tensor:
-    return vm._batched(probe, transform(vm.to_tensor(frames)))
+    return vm.batched(probe, transform(vm.to_tensor(frames)))
 
 
 def score_video(dim: str, p: vm.Probes, frames: np.ndarray, fps: float, video: Path, images: Path | None) -> Any:
