@@ -1,0 +1,161 @@
+"""Aggregates over the output contract (DuckDB, no UI): funnel, reasons, errors, stages, histograms, pages.
+
+Every function returns plain dicts/lists (JSON-ready); the browser gets these aggregates and pages,
+never the manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from vidmill.dashboards import rules
+from vidmill.dashboards.outputs import Store
+
+# Histogram columns: (label, SQL expression over clips_<i>); present ones only.
+NUMERIC_COLUMNS = [
+    ("sharpness", "sharpness"), ("brightness", "brightness"), ("colourfulness", "colourfulness"),
+    ("motion_score", "motion_score"), ("text_area_max", "text_area_max"), ("text_area_mean", "text_area_mean"),
+    ("text_persistent_area", "text_persistent_area"), ("aesthetic_mean", "aesthetic_mean"),
+    ("aesthetic_min", "aesthetic_min"), ("duration_s", "duration_s"),
+    ("short_side", "least(width, height)"), ("fps", "fps"),
+]
+CATEGORY_COLUMNS = ["camera_motion"]
+# Reasons given before or after the per-clip filters, in the order of the data's way (DESIGN.md);
+# the filters' own reasons sit between them, in the order filter_reasons declares them.
+BEFORE_FILTERS = ["too_short", "too_small"]
+AFTER_FILTERS = ["duplicate", "transcode_error", "caption_error"]
+# Reasons whose setting is not a `thresholds.*` field, drawn on a non-score histogram.
+SPAN_LINES = {"duration_s": "too_short", "short_side": "too_small"}
+
+
+def _list(items: list[str]) -> str:
+    return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in items) + "]::VARCHAR[]"
+
+
+def funnel(store: Store, i: int, filter_order: list[str]) -> dict[str, Any]:
+    """Counts and hours at each step: inputs, ok inputs, shots, candidates, after each filter, dedup,
+    captioned, kept, in shards."""
+    cur = store.cursor()
+    inputs = cur.execute(f"SELECT count(*), count_if(status = 'ok'), coalesce(sum(duration_s), 0), "
+                         f"coalesce(sum(duration_s) FILTER (WHERE status = 'ok'), 0) FROM inputs_{i}").fetchone()
+    shots = cur.execute(f"SELECT count(*), coalesce(sum(end_s - start_s), 0) FROM shots_{i}").fetchone() \
+        if store.output(i).file("shots.parquet") else (None, None)
+    present = [r[0] for r in cur.execute(f"SELECT DISTINCT unnest(reject_reasons) FROM clips_{i}").fetchall()]
+    errors = sorted(r for r in present if r.endswith("_error") and r not in AFTER_FILTERS)
+    known = set(BEFORE_FILTERS + filter_order + errors + AFTER_FILTERS)
+    others = sorted(r for r in present if r not in known)
+    steps: list[tuple[str, list[str]]] = [("candidate clips", [])]
+    seen: list[str] = []
+    for label, group in [("spans long and large enough", BEFORE_FILTERS)] + \
+            [(f"passed {r}", [r]) for r in filter_order] + \
+            [("scored without errors", errors + others)] + [("after dedup", ["duplicate"]),
+                                                            ("transcoded", ["transcode_error"]),
+                                                            ("captioned", ["caption_error"])]:
+        if not group:
+            continue
+        seen = seen + group
+        steps.append((label, list(seen)))
+    parts = []
+    for n, (_label, dropped) in enumerate(steps):
+        cond = f"NOT list_has_any(coalesce(reject_reasons, []), {_list(dropped)})" if dropped else "true"
+        parts.append(f"count_if({cond}) AS c{n}, coalesce(sum(duration_s) FILTER (WHERE {cond}), 0) AS s{n}")
+    parts.append("count_if(kept) AS kept, coalesce(sum(duration_s) FILTER (WHERE kept), 0) AS kept_s")
+    parts.append("count_if(shard IS NOT NULL) AS sharded, "
+                 "coalesce(sum(duration_s) FILTER (WHERE shard IS NOT NULL), 0) AS sharded_s")
+    parts.append("count_if(captioned) AS captioned_n")
+    got = store.one(f"SELECT {', '.join(parts)} FROM clips_{i}")
+    rows = [{"step": "inputs", "count": inputs[0], "hours": inputs[2] / 3600},
+            {"step": "inputs ok", "count": inputs[1], "hours": inputs[3] / 3600}]
+    if shots[0] is not None:
+        rows.append({"step": "shots", "count": shots[0], "hours": shots[1] / 3600})
+    rows += [{"step": label, "count": got[f"c{n}"], "hours": got[f"s{n}"] / 3600, "drops": dropped}
+             for n, (label, dropped) in enumerate(steps)]
+    rows += [{"step": "kept", "count": got["kept"], "hours": got["kept_s"] / 3600},
+             {"step": "in shards", "count": got["sharded"], "hours": got["sharded_s"] / 3600}]
+    return {"steps": rows, "captioned": got["captioned_n"]}
+
+
+def reasons(store: Store, i: int) -> list[dict[str, Any]]:
+    """Each reject reason with its count, hours, meaning and the setting behind it."""
+    rows = store.rows(f"SELECT r AS name, count(*) AS count, coalesce(sum(duration_s), 0) / 3600 AS hours "
+                      f"FROM (SELECT unnest(reject_reasons) AS r, duration_s FROM clips_{i}) "
+                      f"GROUP BY r ORDER BY count DESC, r")
+    return [{**row, **rules.describe(row["name"])} for row in rows]
+
+
+def input_errors(store: Store, i: int, limit: int = 200) -> dict[str, Any]:
+    total = store.one(f"SELECT count(*) AS n FROM inputs_{i} WHERE status = 'error'").get("n", 0)
+    rows = store.rows(f"SELECT input_id, source_uri, error FROM inputs_{i} WHERE status = 'error' "
+                      f"ORDER BY source_uri LIMIT {int(limit)}")
+    return {"total": total, "rows": rows}
+
+
+def stages(store: Store, i: int) -> dict[str, Any]:
+    """Per-stage busy seconds and items per busy second, throughput and not-scored notes from run.json."""
+    run = store.output(i).run
+    out = []
+    for name, st in (run.get("stages") or {}).items():
+        busy = st.get("busy_s") or 0.0
+        out.append({"stage": name, "items": st.get("items"), "errors": st.get("errors"),
+                    "timeouts": st.get("timeouts"), "worker_deaths": st.get("worker_deaths"), "busy_s": busy,
+                    "items_per_busy_s": (st.get("items") or 0) / busy if busy > 0 else None,
+                    "extra": st.get("extra") or {}})
+    notes = []
+    for stage, why in ((run.get("counts") or {}).get("not_scored") or {}).items():
+        for text, count in (why or {}).items():
+            notes.append({"stage": stage, "status": text, "clips": count})
+    return {"stages": out, "throughput": run.get("throughput") or {}, "wall_s": run.get("wall_s"),
+            "not_scored": notes, "started_at": run.get("started_at"), "command": run.get("command")}
+
+
+def present_numeric(store: Store, i: int) -> list[tuple[str, str]]:
+    cols = store.columns(i)
+    return [(label, expr) for label, expr in NUMERIC_COLUMNS
+            if (expr in cols) or (label == "short_side" and "width" in cols and "height" in cols)]
+
+
+def histogram(store: Store, i: int, expr: str, bins: int = 40, lo: float | None = None,
+              hi: float | None = None) -> dict[str, Any]:
+    """Equal-width bins of `expr` over [0.1 %, 99.9 %] quantiles (outliers counted in the edge bins),
+    split kept / rejected."""
+    cur = store.cursor()
+    if lo is None or hi is None:
+        q = cur.execute(f"SELECT approx_quantile({expr}, 0.001), approx_quantile({expr}, 0.999), "
+                        f"count({expr}), count(*) FROM clips_{i}").fetchone()
+        lo, hi = q[0], q[1]
+        present, total = q[2], q[3]
+    else:
+        present, total = cur.execute(f"SELECT count({expr}), count(*) FROM clips_{i}").fetchone()
+    if lo is None:
+        return {"bins": [], "lo": None, "hi": None, "present": 0, "missing": total}
+    lo, hi = float(lo), float(hi)
+    width = (hi - lo) / bins if hi > lo else 1.0
+    sql = (f"SELECT least(greatest(floor(({expr} - ?) / ?)::BIGINT, 0), {bins - 1}) AS b, "
+           f"count_if(kept) AS kept, count_if(NOT kept) AS rejected FROM clips_{i} "
+           f"WHERE {expr} IS NOT NULL AND NOT isnan({expr}::DOUBLE) GROUP BY b ORDER BY b")
+    rows = cur.execute(sql, [lo, width]).fetchall()
+    out = []
+    for b, kept, rejected in rows:
+        start = lo + b * width
+        out.append({"start": start, "end": start + width, "kept": kept, "rejected": rejected})
+    return {"bins": out, "lo": lo, "hi": hi if hi > lo else lo + width, "present": present,
+            "missing": total - present}
+
+
+def categories(store: Store, i: int, column: str) -> list[dict[str, Any]]:
+    return store.rows(f'SELECT coalesce("{column}", \'(none)\') AS value, count_if(kept) AS kept, '
+                      f'count_if(NOT kept) AS rejected FROM clips_{i} GROUP BY 1 ORDER BY 2 + 3 DESC')
+
+
+def quantile_range(store: Store, i: int, expr: str) -> tuple[float | None, float | None]:
+    row = store.cursor().execute(f"SELECT approx_quantile({expr}, 0.001), approx_quantile({expr}, 0.999) "
+                                 f"FROM clips_{i}").fetchone()
+    return row[0], row[1]
+
+
+def safe_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
