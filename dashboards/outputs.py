@@ -62,6 +62,7 @@ class Store:
         self.outputs = [Output.open(i, p) for i, p in enumerate(paths)]
         self.con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads})
         self._lock = threading.Lock()
+        self._memo: dict[Any, Any] = {}
         for out in self.outputs:
             self._load(out)
 
@@ -78,7 +79,8 @@ class Store:
                          f"{captioned} AS captioned FROM read_parquet({manifest}, file_row_number = true)")
         for table in ("inputs", "shots"):
             if out.file(f"{table}.parquet"):
-                self.con.execute(f"CREATE VIEW {table}_{i} AS SELECT * FROM read_parquet({out.parquet(table + '.parquet')})")
+                source = out.parquet(f"{table}.parquet")
+                self.con.execute(f"CREATE VIEW {table}_{i} AS SELECT * FROM read_parquet({source})")
             else:
                 self.con.execute(f"CREATE VIEW {table}_{i} AS SELECT NULL::VARCHAR AS status WHERE false")
 
@@ -89,8 +91,14 @@ class Store:
 
     def columns(self, index: int) -> dict[str, str]:
         """Column name -> DuckDB type of the loaded clips table."""
-        rows = self.cursor().execute(f"DESCRIBE clips_{index}").fetchall()
-        return {r[0]: r[1] for r in rows}
+        return self.memo(("columns", index), lambda: {
+            r[0]: r[1] for r in self.cursor().execute(f"DESCRIBE clips_{index}").fetchall()})
+
+    def memo(self, key: Any, compute: Any) -> Any:
+        """`compute()` once per key: the outputs are read-only, so an aggregate never goes stale."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor per request: DuckDB connections are not shared between threads."""
@@ -101,7 +109,7 @@ class Store:
         cur = self.cursor()
         result = cur.execute(sql, params or [])
         names = [d[0] for d in result.description]
-        return [dict(zip(names, r)) for r in result.fetchall()]
+        return [dict(zip(names, r, strict=False)) for r in result.fetchall()]
 
     def one(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         found = self.rows(sql, params)

@@ -33,55 +33,70 @@ def _list(items: list[str]) -> str:
     return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in items) + "]::VARCHAR[]"
 
 
+def reason_groups(store: Store, i: int) -> list[dict[str, Any]]:
+    """Clips grouped by their stored reasons (a few hundred groups even for millions of clips): count,
+    seconds, kept, in a shard, captioned. Funnel and reason tables are computed from these."""
+    return store.memo(("reason_groups", i), lambda: store.rows(
+        f"SELECT coalesce(list_sort(reject_reasons), []) AS reasons, kept, shard IS NOT NULL AS sharded, captioned, "
+        f"count(*) AS n, coalesce(sum(duration_s), 0) AS seconds FROM clips_{i} GROUP BY ALL"))
+
+
 def funnel(store: Store, i: int, filter_order: list[str]) -> dict[str, Any]:
-    """Counts and hours at each step: inputs, ok inputs, shots, candidates, after each filter, dedup,
-    captioned, kept, in shards."""
+    """Counts and hours at each step: inputs, ok inputs, shots, candidates, after each filter (cumulative),
+    dedup, transcode, captions, kept, in shards."""
+    return store.memo(("funnel", i, tuple(filter_order)), lambda: _funnel(store, i, filter_order))
+
+
+def _funnel(store: Store, i: int, filter_order: list[str]) -> dict[str, Any]:
     cur = store.cursor()
     inputs = cur.execute(f"SELECT count(*), count_if(status = 'ok'), coalesce(sum(duration_s), 0), "
                          f"coalesce(sum(duration_s) FILTER (WHERE status = 'ok'), 0) FROM inputs_{i}").fetchone()
+    has_shots = store.output(i).file("shots.parquet") is not None
     shots = cur.execute(f"SELECT count(*), coalesce(sum(end_s - start_s), 0) FROM shots_{i}").fetchone() \
-        if store.output(i).file("shots.parquet") else (None, None)
-    present = [r[0] for r in cur.execute(f"SELECT DISTINCT unnest(reject_reasons) FROM clips_{i}").fetchall()]
-    errors = sorted(r for r in present if r.endswith("_error") and r not in AFTER_FILTERS)
+        if has_shots else None
+    groups = reason_groups(store, i)
+    present = sorted({r for g in groups for r in g["reasons"]})
+    errors = [r for r in present if r.endswith("_error") and r not in AFTER_FILTERS]
     known = set(BEFORE_FILTERS + filter_order + errors + AFTER_FILTERS)
-    others = sorted(r for r in present if r not in known)
-    steps: list[tuple[str, list[str]]] = [("candidate clips", [])]
-    seen: list[str] = []
-    for label, group in [("spans long and large enough", BEFORE_FILTERS)] + \
-            [(f"passed {r}", [r]) for r in filter_order] + \
-            [("scored without errors", errors + others)] + [("after dedup", ["duplicate"]),
-                                                            ("transcoded", ["transcode_error"]),
-                                                            ("captioned", ["caption_error"])]:
-        if not group:
-            continue
-        seen = seen + group
-        steps.append((label, list(seen)))
-    parts = []
-    for n, (_label, dropped) in enumerate(steps):
-        cond = f"NOT list_has_any(coalesce(reject_reasons, []), {_list(dropped)})" if dropped else "true"
-        parts.append(f"count_if({cond}) AS c{n}, coalesce(sum(duration_s) FILTER (WHERE {cond}), 0) AS s{n}")
-    parts.append("count_if(kept) AS kept, coalesce(sum(duration_s) FILTER (WHERE kept), 0) AS kept_s")
-    parts.append("count_if(shard IS NOT NULL) AS sharded, "
-                 "coalesce(sum(duration_s) FILTER (WHERE shard IS NOT NULL), 0) AS sharded_s")
-    parts.append("count_if(captioned) AS captioned_n")
-    got = store.one(f"SELECT {', '.join(parts)} FROM clips_{i}")
+    others = [r for r in present if r not in known]
+    stages = [("spans long and large enough", BEFORE_FILTERS)] + [(f"passed {r}", [r]) for r in filter_order] + \
+        [("scored without errors", errors), ("no other reason", others), ("after dedup", ["duplicate"]),
+         ("transcoded", ["transcode_error"]), ("captioned", ["caption_error"])]
     rows = [{"step": "inputs", "count": inputs[0], "hours": inputs[2] / 3600},
             {"step": "inputs ok", "count": inputs[1], "hours": inputs[3] / 3600}]
-    if shots[0] is not None:
+    if shots:
         rows.append({"step": "shots", "count": shots[0], "hours": shots[1] / 3600})
-    rows += [{"step": label, "count": got[f"c{n}"], "hours": got[f"s{n}"] / 3600, "drops": dropped}
-             for n, (label, dropped) in enumerate(steps)]
-    rows += [{"step": "kept", "count": got["kept"], "hours": got["kept_s"] / 3600},
-             {"step": "in shards", "count": got["sharded"], "hours": got["sharded_s"] / 3600}]
-    return {"steps": rows, "captioned": got["captioned_n"]}
+
+    def total(keep: Any) -> tuple[int, float]:
+        chosen = [g for g in groups if keep(g)]
+        return sum(g["n"] for g in chosen), sum(g["seconds"] for g in chosen)
+
+    n, sec = total(lambda g: True)
+    rows.append({"step": "candidate clips", "count": n, "hours": sec / 3600, "drops": []})
+    dropped: list[str] = []
+    for label, group in stages:
+        if not group:
+            continue
+        dropped = dropped + group
+        gone = set(dropped)
+        n, sec = total(lambda g, gone=gone: not gone.intersection(g["reasons"]))
+        rows.append({"step": label, "count": n, "hours": sec / 3600, "drops": list(dropped)})
+    for label, key in (("kept", "kept"), ("in shards", "sharded")):
+        n, sec = total(lambda g, key=key: g[key])
+        rows.append({"step": label, "count": n, "hours": sec / 3600})
+    return {"steps": rows, "captioned": total(lambda g: g["captioned"])[0]}
 
 
 def reasons(store: Store, i: int) -> list[dict[str, Any]]:
     """Each reject reason with its count, hours, meaning and the setting behind it."""
-    rows = store.rows(f"SELECT r AS name, count(*) AS count, coalesce(sum(duration_s), 0) / 3600 AS hours "
-                      f"FROM (SELECT unnest(reject_reasons) AS r, duration_s FROM clips_{i}) "
-                      f"GROUP BY r ORDER BY count DESC, r")
-    return [{**row, **rules.describe(row["name"])} for row in rows]
+    counts: dict[str, list[float]] = {}
+    for g in reason_groups(store, i):
+        for r in g["reasons"]:
+            c = counts.setdefault(r, [0, 0.0])
+            c[0] += g["n"]
+            c[1] += g["seconds"]
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return [{"count": int(c), "hours": sec / 3600, **rules.describe(name)} for name, (c, sec) in ordered]
 
 
 def input_errors(store: Store, i: int, limit: int = 200) -> dict[str, Any]:
@@ -115,18 +130,16 @@ def present_numeric(store: Store, i: int) -> list[tuple[str, str]]:
             if (expr in cols) or (label == "short_side" and "width" in cols and "height" in cols)]
 
 
-def histogram(store: Store, i: int, expr: str, bins: int = 40, lo: float | None = None,
-              hi: float | None = None) -> dict[str, Any]:
-    """Equal-width bins of `expr` over [0.1 %, 99.9 %] quantiles (outliers counted in the edge bins),
+def histogram(store: Store, i: int, expr: str, bins: int = 40) -> dict[str, Any]:
+    """Equal-width bins of `expr` over its [0.1 %, 99.9 %] quantiles (outliers counted in the edge bins),
     split kept / rejected."""
+    return store.memo(("histogram", i, expr, bins), lambda: _histogram(store, i, expr, bins))
+
+
+def _histogram(store: Store, i: int, expr: str, bins: int) -> dict[str, Any]:
     cur = store.cursor()
-    if lo is None or hi is None:
-        q = cur.execute(f"SELECT approx_quantile({expr}, 0.001), approx_quantile({expr}, 0.999), "
-                        f"count({expr}), count(*) FROM clips_{i}").fetchone()
-        lo, hi = q[0], q[1]
-        present, total = q[2], q[3]
-    else:
-        present, total = cur.execute(f"SELECT count({expr}), count(*) FROM clips_{i}").fetchone()
+    lo, hi = quantile_range(store, i, expr)
+    present, total = cur.execute(f"SELECT count({expr}), count(*) FROM clips_{i}").fetchone()
     if lo is None:
         return {"bins": [], "lo": None, "hi": None, "present": 0, "missing": total}
     lo, hi = float(lo), float(hi)
@@ -144,14 +157,18 @@ def histogram(store: Store, i: int, expr: str, bins: int = 40, lo: float | None 
 
 
 def categories(store: Store, i: int, column: str) -> list[dict[str, Any]]:
-    return store.rows(f'SELECT coalesce("{column}", \'(none)\') AS value, count_if(kept) AS kept, '
-                      f'count_if(NOT kept) AS rejected FROM clips_{i} GROUP BY 1 ORDER BY 2 + 3 DESC')
+    sql = (f"SELECT coalesce(\"{column}\", '(none)') AS value, count_if(kept) AS kept, count_if(NOT kept) AS rejected "
+           f"FROM clips_{i} GROUP BY 1 ORDER BY 2 + 3 DESC")
+    return store.memo(("categories", i, column), lambda: store.rows(sql))
 
 
 def quantile_range(store: Store, i: int, expr: str) -> tuple[float | None, float | None]:
-    row = store.cursor().execute(f"SELECT approx_quantile({expr}, 0.001), approx_quantile({expr}, 0.999) "
-                                 f"FROM clips_{i}").fetchone()
-    return row[0], row[1]
+    """The 0.1 % and 99.9 % quantiles of `expr` (None, None without values)."""
+    def compute() -> tuple[float | None, float | None]:
+        row = store.cursor().execute(f"SELECT quantile_cont({expr}, [0.001, 0.999]) FROM clips_{i} "
+                                     f"WHERE NOT isnan({expr}::DOUBLE)").fetchone()
+        return (row[0][0], row[0][1]) if row and row[0] else (None, None)
+    return store.memo(("quantiles", i, expr), compute)
 
 
 def safe_float(value: Any) -> float | None:

@@ -99,7 +99,7 @@ def _probe_values(breaks: list[float]) -> list[float]:
     if not breaks:
         return [0.0]
     values = [breaks[0] - 1.0 - abs(breaks[0]) * 1e3]
-    for low, high in zip(breaks, breaks[1:]):
+    for low, high in zip(breaks, breaks[1:], strict=False):
         values += [low, (low + high) / 2]
     values += [breaks[-1], breaks[-1] + 1.0 + abs(breaks[-1]) * 1e3]
     return values
