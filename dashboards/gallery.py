@@ -63,9 +63,11 @@ class Filters:
             params.append(self.high)
         if self.dups:
             conds.append("dup_group IS NOT NULL")
-        if self.text:
-            conds.append(f"rid IN (SELECT rid FROM manifest_{i} WHERE caption ILIKE ?)")
-            params.append("%" + self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if self.text:  # the summary or any per-second caption
+            conds.append(f"rid IN (SELECT rid FROM manifest_{i} WHERE caption ILIKE ? ESCAPE '\\' "
+                         f"OR array_to_string(captions_per_second, ' ') ILIKE ? ESCAPE '\\')")
+            pattern = "%" + self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            params += [pattern, pattern]
         return " AND ".join(conds), params
 
 

@@ -230,3 +230,49 @@ def test_host_warning(monkeypatch: pytest.MonkeyPatch, curated: Path, capsys: py
     assert served["host"] == "127.0.0.1" and "warning" not in capsys.readouterr().err
     assert main(["dashboard", str(curated), "--host", "0.0.0.0", "--port", "9999"]) == 0
     assert "warning" in capsys.readouterr().err and served["host"] == "0.0.0.0"
+
+
+def test_compare_two_runs(curated: Path, tmp_path: Path):
+    """A second run in which one kept clip became blurry: counts differ by one, that clip is 'only in A'."""
+    import shutil
+
+    import pyarrow as pa
+
+    other = tmp_path / "other"
+    shutil.copytree(curated, other, ignore=shutil.ignore_patterns("_work", "shards"))
+    table = pq.read_table(curated / "manifest.parquet")
+    rows = table.to_pylist()
+    flipped = next(r for r in rows if r["kept"])
+    flipped.update(kept=False, reject_reasons=["blurry"], shard=None, key=None)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), other / "manifest.parquet")
+    with TestClient(create_app([curated, other])) as c:
+        html = c.get("/compare?a=0&b=1").text
+        assert flipped["clip_id"] in html
+        from vidmill.dashboards import compare
+
+        store = c.app.state.dashboard.store
+        view = compare.view(store, 0, 1, WhatIf(store, 0).owned)
+        assert view["only_a"]["total"] == 1 and view["only_a"]["rows"][0]["clip_id"] == flipped["clip_id"]
+        assert view["only_a"]["rows"][0]["other_reasons"] == ["blurry"] and view["only_b"]["total"] == 0
+        kept = {s["step"]: s for s in view["funnel"]}["kept"]
+        assert kept["a"]["count"] == kept["b"]["count"] + 1
+
+
+def test_gallery_filters_and_pages(curated: Path):
+    from vidmill.dashboards import gallery
+
+    store = Store([curated])
+    rows = manifest(curated)
+    page = gallery.page(store, 0, gallery.Filters(status="rejected", size=12))
+    assert page["total"] == sum(not r["kept"] for r in rows)
+    reason = rows and Counter(x for r in rows for x in r["reject_reasons"]).most_common(1)[0][0]
+    got = gallery.page(store, 0, gallery.Filters(reason=reason))
+    assert {r["clip_id"] for r in got["rows"]} == {r["clip_id"] for r in rows if reason in r["reject_reasons"]}
+    pages = [gallery.page(store, 0, gallery.Filters(size=12, page=p))["rows"] for p in range(2)]
+    assert [r["clip_id"] for r in pages[0] + pages[1]] == [r["clip_id"] for r in rows][:24]
+    word = next(r for r in rows if r["captions_per_second"])["captions_per_second"][-1].split(";")[0]
+    found = gallery.page(store, 0, gallery.Filters(text=word.upper()))
+    assert found["total"] == sum(any(word in c for c in (r["captions_per_second"] or []) + [r["caption"] or ""])
+                                 for r in rows) > 0
+    ranged = gallery.page(store, 0, gallery.Filters(column="sharpness", low=100.0, high=500.0, size=96))
+    assert ranged["total"] == sum(r["sharpness"] is not None and 100 <= r["sharpness"] <= 500 for r in rows)
