@@ -90,7 +90,9 @@ def create_app(outputs: list[str | Path]) -> Starlette:
 
     def api_hist(request: Request) -> Response:
         i = run_of(request)
-        found = distributions.data(store, i, request.query_params.get("column", ""))
+        raw_bins = request.query_params.get("bins", "40")
+        bins = min(200, max(5, int(raw_bins))) if raw_bins.isdigit() else 40
+        found = distributions.data(store, i, request.query_params.get("column", ""), bins)
         return _json(found) if found else _json({"error": "unknown column"}, 404)
 
     def api_whatif(request: Request) -> Response:

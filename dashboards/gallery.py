@@ -77,7 +77,8 @@ def page(store: Store, i: int, f: Filters) -> dict[str, Any]:
     cols = store.columns(i)
     select = ", ".join(c if c in cols else f"NULL AS {c}" for c in TILE_COLUMNS)
     order = "dup_group, kept DESC, rid" if f.dups else "rid"
-    total = store.one(f"SELECT count(*) AS n FROM clips_{i} WHERE {where}", params)["n"]
+    total = store.memo(("count", i, where, tuple(params)),
+                       lambda: store.one(f"SELECT count(*) AS n FROM clips_{i} WHERE {where}", params)["n"])
     rows = store.rows(f"SELECT {select} FROM clips_{i} WHERE {where} ORDER BY {order} "
                       f"LIMIT {f.size} OFFSET {f.page * f.size}", params)
     return {"total": total, "rows": rows, "page": f.page, "size": f.size,
@@ -100,7 +101,11 @@ def duplicates(store: Store, i: int, group: str) -> list[dict[str, Any]]:
 
 
 def options(store: Store, i: int) -> dict[str, Any]:
-    """Values for the filter menus."""
+    """Values for the filter menus (computed once)."""
+    return store.memo(("options", i), lambda: _options(store, i))
+
+
+def _options(store: Store, i: int) -> dict[str, Any]:
     reasons = [r["r"] for r in store.rows(f"SELECT DISTINCT unnest(reject_reasons) AS r FROM clips_{i} ORDER BY 1")]
     cameras = [r["c"] for r in store.rows(f"SELECT DISTINCT camera_motion AS c FROM clips_{i} "
                                           f"WHERE camera_motion IS NOT NULL ORDER BY 1")] \

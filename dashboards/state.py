@@ -49,8 +49,11 @@ class Dashboard:
             engine = self.whatif(out.index)
             funnel.view(self.store, out.index, engine.owned)
             engine.sliders()
+            engine.evaluate({})  # the run's own classes, kept: a slider move then recomputes one column
             for chart in distributions.charts(self.store, out.index, engine):
                 distributions.data(self.store, out.index, chart["column"])
+            gallery.options(self.store, out.index)
+            gallery.page(self.store, out.index, gallery.Filters())
 
     def tile(self, i: int, clip_id: str) -> dict[str, Any] | None:
         return self.store.one(f"SELECT clip_id, kept, shard, key, start_s, end_s, duration_s, input_id "

@@ -87,6 +87,7 @@ class WhatIf:
         self.seconds = np.asarray(arrays["duration_s"], dtype=np.float64)
         self.values = {c: np.ma.filled(np.ma.asarray(arrays[c], dtype=np.float64), np.nan) for c in self.numeric}
         self.nulls = {c: np.isnan(v) for c, v in self.values.items()}
+        self._classes: dict[str, dict[tuple, np.ndarray]] = {}
 
     def _contexts(self) -> list[dict[str, Any]]:
         """The combinations of text-column values present in the data (probing contexts)."""
@@ -128,13 +129,24 @@ class WhatIf:
         return breaks, klass
 
     def _class_of(self, column: str, breaks: list[float], klass: np.ndarray) -> np.ndarray:
-        """Each row's class of `column`: the class boundaries it passes (one comparison per boundary)."""
-        values = self.values[column]
-        cls = np.zeros(len(values), dtype=np.int64)
-        for k in range(1, len(klass) - 1):
-            if klass[k] != klass[k - 1]:  # piece k starts a class: k odd is {b_j}, k even is (b_j, ...)
-                cls += values >= breaks[(k - 1) // 2] if k % 2 else values > breaks[k // 2 - 1]
-        return np.where(self.nulls[column], klass[-1], cls)
+        """Each row's class of `column`: the class boundaries it passes (one comparison per boundary).
+
+        A slider moves one threshold at a time, so the other columns' boundaries repeat: the last two
+        class arrays of each column are kept."""
+        bounds = tuple((breaks[(k - 1) // 2], ">=") if k % 2 else (breaks[k // 2 - 1], ">")
+                       for k in range(1, len(klass) - 1) if klass[k] != klass[k - 1])
+        spec = (bounds, int(klass[-1]))
+        cache = self._classes.setdefault(column, {})
+        if spec not in cache:
+            values = self.values[column]
+            cls = np.zeros(len(values), dtype=np.int32)
+            for bound, op in bounds:  # piece k starts a class: k odd is {b_j}, k even is (b_j, ...)
+                cls += values >= bound if op == ">=" else values > bound
+            cls[self.nulls[column]] = spec[1]
+            if len(cache) >= 2:
+                cache.pop(next(iter(cache)))
+            cache[spec] = cls
+        return cache[spec]
 
     def evaluate(self, changes: dict[str, float]) -> dict[str, Any]:
         """Kept clips / hours and reason counts now and with the thresholds moved by `changes`."""
@@ -144,7 +156,9 @@ class WhatIf:
         radix = max(1, len(self.combos))
         for col in self.numeric:
             breaks, klass = self.classes(col, th)
-            combined += self._class_of(col, breaks, klass) * radix
+            cls = self._class_of(col, breaks, klass)
+            if klass[-1] > 0:
+                combined += cls * np.int64(radix) if radix > 1 else cls
             radix *= int(klass[-1]) + 1
         counts = np.bincount(combined, minlength=1) if radix <= 50_000_000 else None
         if counts is not None:

@@ -162,8 +162,9 @@ def test_a_rejected_clip_plays_from_its_source_span(server: str, page, curated: 
 
 
 def test_paths_outside_the_outputs_are_refused(server: str, page, curated: Path):
-    for path in ["/static/../../etc/passwd", "/static/..%2F..%2F..%2Fetc%2Fpasswd", "/media/0/..%2Fmanifest.parquet.mp4",
-                 "/media/0/..%2F..%2F..%2Fetc%2Fpasswd.mp4", "/run.json", f"/static/{curated}/run.json"]:
+    for path in ["/static/../../etc/passwd", "/static/..%2F..%2F..%2Fetc%2Fpasswd",
+                 "/media/0/..%2Fmanifest.parquet.mp4", "/media/0/..%2F..%2F..%2Fetc%2Fpasswd.mp4", "/run.json",
+                 f"/static/{curated}/run.json"]:
         response = page.request.get(server + path)
         assert response.status in (403, 404), (path, response.status)
 
