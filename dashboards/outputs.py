@@ -103,7 +103,9 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor per request: DuckDB connections are not shared between threads."""
         with self._lock:
-            return self.con.cursor()
+            cursor = self.con.cursor()
+        cursor.execute("SET enable_progress_bar = false")
+        return cursor
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         cur = self.cursor()
