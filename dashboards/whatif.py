@@ -23,6 +23,7 @@ columns). The tests check the result against `filter_reasons` applied row by row
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from typing import Any
 
@@ -88,6 +89,7 @@ class WhatIf:
         self.values = {c: np.ma.filled(np.ma.asarray(arrays[c], dtype=np.float64), np.nan) for c in self.numeric}
         self.nulls = {c: np.isnan(v) for c, v in self.values.items()}
         self._classes: dict[str, dict[tuple, np.ndarray]] = {}
+        self._lock = threading.Lock()  # moves are evaluated one at a time (they share the class cache)
 
     def _contexts(self) -> list[dict[str, Any]]:
         """The combinations of text-column values present in the data (probing contexts)."""
@@ -150,6 +152,10 @@ class WhatIf:
 
     def evaluate(self, changes: dict[str, float]) -> dict[str, Any]:
         """Kept clips / hours and reason counts now and with the thresholds moved by `changes`."""
+        with self._lock:
+            return self._evaluate(changes)
+
+    def _evaluate(self, changes: dict[str, float]) -> dict[str, Any]:
         started = time.perf_counter()
         th = rules.moved(self.base, changes)
         combined = self.code.copy()
