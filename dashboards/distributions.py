@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from vidmill.dashboards import queries, rules
@@ -24,7 +23,7 @@ def charts(store: Store, i: int, engine: WhatIf) -> list[dict[str, Any]]:
 
 def _charts(store: Store, i: int, engine: WhatIf) -> list[dict[str, Any]]:
     config = store.output(i).run.get("config") or {}
-    base = dataclasses.asdict(engine.base)
+    base = rules.flat(engine.base)
     out = []
     for label, _expr in queries.present_numeric(store, i):
         lines = []

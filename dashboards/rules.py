@@ -44,14 +44,44 @@ class _RecordingRow(dict):
 
 
 class _RecordingThresholds:
-    """Thresholds that record which fields the rule reads."""
+    """Thresholds that record which fields the rule reads (a filter's own section as `section.field`)."""
 
-    def __init__(self, th: Thresholds, seen: set[str]):
-        self._th, self._seen = th, seen
+    def __init__(self, th: Any, seen: set[str], prefix: str = ""):
+        self._th, self._seen, self._prefix = th, seen, prefix
 
     def __getattr__(self, name: str) -> Any:
-        self._seen.add(name)
-        return getattr(self._th, name)
+        value = getattr(self._th, name)
+        if dataclasses.is_dataclass(value):
+            return _RecordingThresholds(value, self._seen, f"{self._prefix}{name}.")
+        self._seen.add(self._prefix + name)
+        return value
+
+
+def flat(th: Any, prefix: str = "") -> dict[str, Any]:
+    """Thresholds as `name -> value`, a filter's own section (set as an attribute) as `section.name`."""
+    out: dict[str, Any] = {}
+    for name, value in vars(th).items():
+        if name.startswith("_"):
+            continue
+        if dataclasses.is_dataclass(value):
+            out.update(flat(value, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = value
+    return out
+
+
+def _flat_dict(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat_dict(value, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = value
+    return out
+
+
+def _load(values: dict[str, Any]) -> Thresholds:
+    return load_config(None, [f"thresholds.{k}={json.dumps(v)}" for k, v in values.items()]).thresholds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +99,7 @@ def rule_inputs(th: Thresholds, numeric: set[str]) -> RuleInputs:
     for value in (0.0, 1e12, -1e12):
         row = {c: value for c in columns if c in numeric}
         filter_reasons(_RecordingRow(row, columns), _RecordingThresholds(th, settings))
-    fields = [f.name for f in dataclasses.fields(Thresholds)]
-    return RuleInputs(tuple(sorted(columns)), tuple(f for f in fields if f in settings))
+    return RuleInputs(tuple(sorted(columns)), tuple(f for f in flat(th) if f in settings))
 
 
 def reasons_of_column(column: str, th: Thresholds) -> list[str]:
@@ -87,8 +116,7 @@ def threshold_values(*ths: Thresholds) -> list[float]:
     """Every numeric threshold value (the only places a comparison against a threshold can flip)."""
     values = set()
     for th in ths:
-        for f in dataclasses.fields(th):
-            value = getattr(th, f.name)
+        for value in flat(th).values():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 values.add(float(value))
     return sorted(values)
@@ -116,25 +144,21 @@ def describe(name: str) -> dict[str, str | None]:
 
 def run_thresholds(config: dict[str, Any] | None) -> Thresholds:
     """The thresholds a run used (run.json config), read through the project's config loader."""
-    values = (config or {}).get("thresholds", {})
-    known = {f.name for f in dataclasses.fields(Thresholds)}
-    return load_config(None, [f"thresholds.{k}={json.dumps(v)}" for k, v in values.items() if k in known]).thresholds
+    known = flat(_load({}))  # a setting of a filter this vidmill does not have is left out
+    values = _flat_dict((config or {}).get("thresholds", {}) or {})
+    return _load({k: v for k, v in values.items() if k in known})
 
 
 def moved(base: Thresholds, changes: dict[str, float]) -> Thresholds:
-    """`base` with `changes` applied through `load_config`, which checks names and types."""
-    merged = dataclasses.asdict(base) | changes
-    return load_config(None, [f"thresholds.{k}={json.dumps(v)}" for k, v in merged.items()]).thresholds
+    """`base` with `changes` (`name` or `section.name`) applied through `load_config`, which checks names
+    and types."""
+    return _load(flat(base) | changes)
 
 
 def set_line(base: Thresholds, new: Thresholds) -> str:
     """The `--set` options that turn `base` into `new` (empty when nothing moved)."""
-    parts = []
-    for f in dataclasses.fields(Thresholds):
-        old, now = getattr(base, f.name), getattr(new, f.name)
-        if old != now:
-            parts.append(f"--set thresholds.{f.name}={_fmt(now)}")
-    return " ".join(parts)
+    old = flat(base)
+    return " ".join(f"--set thresholds.{k}={_fmt(v)}" for k, v in flat(new).items() if old.get(k) != v)
 
 
 def _fmt(value: Any) -> str:

@@ -22,7 +22,6 @@ columns). The tests check the result against `filter_reasons` applied row by row
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from typing import Any
@@ -197,7 +196,7 @@ class WhatIf:
         changed = [{**rules.describe(r), "now": self.now["reasons"].get(r, 0), "new": reasons.get(r, 0)}
                    for r in names]
         return {
-            "thresholds": dataclasses.asdict(th),
+            "thresholds": rules.flat(th),
             "clips": self.now["clips"], "kept_now": self.now["kept"], "kept_new": kept,
             "hours_now": self.now["kept_hours"], "hours_new": kept_s / 3600,
             "reasons": changed, "groups": len(ns), "set_line": rules.set_line(self.base, th),
@@ -216,7 +215,7 @@ class WhatIf:
             low = high = None
             if columns:
                 low, high = queries.quantile_range(self.store, self.index, f'"{columns[0]}"')
-            value = getattr(self.base, setting)
+            value = rules.flat(self.base)[setting]
             low = min(x for x in (low, value) if x is not None)
             high = max(x for x in (high, value) if x is not None)
             pad = 0.05 * (high - low)
