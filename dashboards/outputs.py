@@ -20,6 +20,12 @@ WIDE_COLUMNS = {"caption", "captions_per_second", "caption_raw", "phashes", "pha
                 "source_uri", "caption_error", "captioner"}
 
 
+# Stand-ins for a missing inputs/shots table (an output written by hand or by an older vidmill).
+EMPTY = {"inputs": "NULL::VARCHAR AS input_id, NULL::VARCHAR AS source_uri, NULL::VARCHAR AS status, "
+                   "NULL::VARCHAR AS error, NULL::DOUBLE AS duration_s",
+         "shots": "NULL::VARCHAR AS input_id, NULL::DOUBLE AS start_s, NULL::DOUBLE AS end_s"}
+
+
 @dataclass
 class Output:
     """One curation output folder (the contract in DESIGN.md)."""
@@ -82,7 +88,7 @@ class Store:
                 source = out.parquet(f"{table}.parquet")
                 self.con.execute(f"CREATE VIEW {table}_{i} AS SELECT * FROM read_parquet({source})")
             else:
-                self.con.execute(f"CREATE VIEW {table}_{i} AS SELECT NULL::VARCHAR AS status WHERE false")
+                self.con.execute(f"CREATE VIEW {table}_{i} AS SELECT {EMPTY[table]} WHERE false")
 
     def output(self, index: int) -> Output:
         if not 0 <= index < len(self.outputs):

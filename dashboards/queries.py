@@ -49,7 +49,7 @@ def funnel(store: Store, i: int, filter_order: list[str]) -> dict[str, Any]:
 
 def _funnel(store: Store, i: int, filter_order: list[str]) -> dict[str, Any]:
     cur = store.cursor()
-    inputs = cur.execute(f"SELECT count(*), count_if(status = 'ok'), coalesce(sum(duration_s), 0), "
+    inputs = cur.execute(f"SELECT count(*), count(*) FILTER (WHERE status = 'ok'), coalesce(sum(duration_s), 0), "
                          f"coalesce(sum(duration_s) FILTER (WHERE status = 'ok'), 0) FROM inputs_{i}").fetchone()
     has_shots = store.output(i).file("shots.parquet") is not None
     shots = cur.execute(f"SELECT count(*), coalesce(sum(end_s - start_s), 0) FROM shots_{i}").fetchone() \

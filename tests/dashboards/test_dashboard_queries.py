@@ -276,3 +276,32 @@ def test_gallery_filters_and_pages(curated: Path):
                                  for r in rows) > 0
     ranged = gallery.page(store, 0, gallery.Filters(column="sharpness", low=100.0, high=500.0, size=96))
     assert ranged["total"] == sum(r["sharpness"] is not None and 100 <= r["sharpness"] <= 500 for r in rows)
+
+
+def test_duplicate_groups_side_by_side(curated: Path, client: TestClient):
+    from vidmill.dashboards import gallery
+
+    rows = manifest(curated)
+    groups = Counter(r["dup_group"] for r in rows if r["dup_group"])
+    assert groups, "the sample bucket has a re-encoded near duplicate"
+    page = gallery.page(Store([curated]), 0, gallery.Filters(dups=True))
+    assert [r["dup_group"] for r in page["rows"]] == sorted(r["dup_group"] for r in rows if r["dup_group"])
+    member = next(r for r in rows if r["dup_of"])
+    got = client.get(f"/api/clip/{member['clip_id']}?run=0").json()
+    assert {d["clip_id"] for d in got["duplicates"]} == {r["clip_id"] for r in rows
+                                                        if r["dup_group"] == member["dup_group"]}
+    assert member["dup_of"] in client.get("/gallery?run=0&dups=1").text
+
+
+def test_an_output_without_clips(tmp_path: Path):
+    import pyarrow as pa
+
+    from vidmill.pipeline.writers import MANIFEST_SCHEMA
+
+    pq.write_table(pa.Table.from_pylist([], schema=MANIFEST_SCHEMA), tmp_path / "manifest.parquet")
+    with TestClient(create_app([tmp_path])) as c:
+        assert c.get("/").status_code == 200 and c.get("/gallery").status_code == 200
+        got = c.get("/api/whatif?run=0&sharpness_min=20").json()
+        assert got["kept_new"] == 0 and got["clips"] == 0
+        assert c.get("/api/hist?run=0&column=sharpness").json()["bins"] == []
+    assert "vidmill" in render_report([tmp_path])
