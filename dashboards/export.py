@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from vidmill.dashboards import compare, distributions, funnel
+from vidmill.dashboards import compare, distributions, funnel, rules
 from vidmill.dashboards.app import HERE, jsonable
 from vidmill.dashboards.state import Dashboard
 
@@ -30,7 +30,7 @@ def render_report(outputs: list[str | Path]) -> str:
     for out in store.outputs:
         i = out.index
         engine = dash.whatif(i)
-        overviews.append(funnel.view(store, i, engine.owned))
+        overviews.append(funnel.view(store, i, engine.owned) | {"thresholds": rules.flat(engine.base)})
         charts[i] = distributions.charts(store, i, engine)
         histograms[i] = {c["column"]: distributions.data(store, i, c["column"]) for c in charts[i]}
     data: dict = {"charts": charts, "histograms": histograms}
