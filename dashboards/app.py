@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -66,11 +66,17 @@ def create_app(outputs: list[str | Path]) -> Starlette:
     def gallery_page(request: Request) -> Response:
         i = run_of(request)
         f = gallery.Filters.from_query(dict(request.query_params))
-        pg = gallery.page(store, i, f)
         query = dict(request.query_params)
 
         def link(page: int) -> str:
             return "/gallery?" + urlencode(query | {"page": page})
+
+        play = request.query_params.get("play")
+        if play:  # open the page that holds the clip to play
+            where = gallery.page_of(store, i, f, play)
+            if where is not None and where != f.page:
+                return RedirectResponse(link(where), status_code=303)
+        pg = gallery.page(store, i, f)
 
         data = {"run": i, "clips": [r["clip_id"] for r in pg["rows"]], "play": request.query_params.get("play"),
                 "prev": link(f.page - 1) if f.page > 0 else None,

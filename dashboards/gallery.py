@@ -85,6 +85,21 @@ def page(store: Store, i: int, f: Filters) -> dict[str, Any]:
             "pages": max(1, -(-total // f.size))}
 
 
+def page_of(store: Store, i: int, f: Filters, clip_id: str) -> int | None:
+    """The page (under these filters, in the gallery's order) that holds `clip_id`; None if it is filtered out."""
+    where, params = f.where(i)
+    if f.dups:
+        before = (f"(dup_group, NOT kept, rid) < (SELECT (dup_group, NOT kept, rid) FROM clips_{i} "
+                  "WHERE clip_id = ?)")
+    else:
+        before = f"rid < (SELECT rid FROM clips_{i} WHERE clip_id = ?)"
+    found = store.one(f"SELECT count_if({before}) AS n, count_if(clip_id = ?) AS here FROM clips_{i} WHERE {where}",
+                      [clip_id, clip_id, *params])
+    if not found or not found["here"]:
+        return None
+    return int(found["n"]) // f.size
+
+
 def clip(store: Store, i: int, clip_id: str) -> dict[str, Any] | None:
     """The clip's full manifest row (wide columns read from Parquet for this one row)."""
     found = store.one(f"SELECT rid FROM clips_{i} WHERE clip_id = ?", [clip_id])

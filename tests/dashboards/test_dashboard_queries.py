@@ -305,3 +305,11 @@ def test_an_output_without_clips(tmp_path: Path):
         assert got["kept_new"] == 0 and got["clips"] == 0
         assert c.get("/api/hist?run=0&column=sharpness").json()["bins"] == []
     assert "vidmill" in render_report([tmp_path])
+
+
+def test_play_link_opens_the_page_holding_the_clip(curated: Path, client: TestClient):
+    last = manifest(curated)[-1]["clip_id"]
+    response = client.get(f"/gallery?run=0&size=12&play={last}", follow_redirects=False)
+    assert response.status_code == 303 and "page=1" in response.headers["location"]
+    page = client.get(response.headers["location"])
+    assert f'data-clip="{last}"' in page.text
