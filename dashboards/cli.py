@@ -33,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="browse curation outputs: funnel, distributions, what-if, gallery, compare")
     p.add_argument("outputs", nargs="+", metavar="OUTPUT", help="curation output folder(s); two or more: compared")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others warn)")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--export", metavar="REPORT.html", help="write a self-contained static report and exit")
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.set_defaults(func=_dashboard)
