@@ -16,7 +16,14 @@ def view(store: Store, a: int, b: int, owned: list[str], limit: int = 50) -> dic
     steps = {s["step"] for s in fa["steps"]} | {s["step"] for s in fb["steps"]}
     by_a = {s["step"]: s for s in fa["steps"]}
     by_b = {s["step"]: s for s in fb["steps"]}
-    ordered = [s["step"] for s in fa["steps"]] + [s for s in (x["step"] for x in fb["steps"]) if s not in by_a]
+    ordered = [s["step"] for s in fa["steps"]]
+    previous = -1
+    for step in (x["step"] for x in fb["steps"]):  # B's own steps go after the step they follow in B
+        if step in ordered:
+            previous = ordered.index(step)
+        else:
+            previous += 1
+            ordered.insert(previous, step)
     funnel = [{"step": s, "a": by_a.get(s), "b": by_b.get(s)} for s in ordered if s in steps]
     ra = {r["name"]: r["count"] for r in queries.reasons(store, a)}
     rb = {r["name"]: r["count"] for r in queries.reasons(store, b)}
