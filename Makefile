@@ -14,11 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/python -m pip install -q -e ".[dev,filters,text]"
+	test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/vidmill samples demo-samples
 	$(BIN)/vidmill curate demo-samples demo-out
+	$(BIN)/vidmill dashboard demo-out --export demo-out/report.html
+	@echo "serve the dashboard: $(BIN)/vidmill dashboard demo-out   (then open http://127.0.0.1:8765/)"
 
 test: $(STAMP)
 	$(BIN)/ruff check vidmill pipeline model training evaluation dashboards tests bench
