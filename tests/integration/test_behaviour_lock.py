@@ -20,18 +20,11 @@ VOLATILE = {"clip_bytes", "caption_latency_s"}
 LOCKED = {
     "inputs.parquet": "dc13463e157038d08088737672a260269679a879eae848ca6c602d5269575a4b",
     "shots.parquet": "b25f53fd840d4459632a26ae4abdcc7c952c4a255c4038dfc94601f698983faf",
-    "manifest.parquet": "6f9cc1fa7d59921c555cc013fffe3d6a2949d5c883c06f03d278015e657267f9",
+    "manifest.parquet": "38f6b6cc5ce33c83de8b07c57c065e77a75f259b7a221fbdb82b281861e614e4",
 }
 
 
 def normalised_rows(out: Path, name: str, names: dict[str, str], root: str) -> list[str]:
-    table = pq.read_table(out / name)
-    rows = table.to_pylist()
-    groups: dict[str, list[str]] = {}
-    for row in rows:
-        if row.get("dup_group"):
-            groups.setdefault(row["dup_group"], []).append(row["clip_id"])
-
     def clean(value):
         if isinstance(value, str):
             for input_id, file_name in names.items():
@@ -41,12 +34,15 @@ def normalised_rows(out: Path, name: str, names: dict[str, str], root: str) -> l
             return [clean(v) for v in value]
         return value
 
-    out_rows = []
+    rows = [{k: clean(v) for k, v in row.items() if k not in VOLATILE} for row in pq.read_table(out / name).to_pylist()]
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("dup_group"):
+            groups.setdefault(row["dup_group"], []).append(row["clip_id"])
     for row in rows:
         if row.get("dup_group"):
             row["dup_group"] = sorted(groups[row["dup_group"]])
-        out_rows.append(json.dumps({k: clean(v) for k, v in row.items() if k not in VOLATILE}, sort_keys=True))
-    return sorted(out_rows)
+    return sorted(json.dumps(row, sort_keys=True) for row in rows)
 
 
 def table_digest(out: Path, name: str, samples: Path) -> str:

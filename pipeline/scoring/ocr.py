@@ -14,12 +14,21 @@ Per clip: the largest and mean text-area ratio over sampled frames, and the area
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from vidmill.pipeline.scoring import ClipScorer, Frames
+from vidmill.pipeline.config import OcrScoring, Thresholds
+from vidmill.pipeline.outcomes import Reason
+from vidmill.pipeline.scoring.base import ClipScorer, Frames, above
+from vidmill.pipeline.scoring.registry import register
+
+TOO_MUCH_TEXT = Reason("too_much_text", "text covers more of some frame than the maximum", "thresholds.text_area_max")
+TEXT_OVERLAY = Reason("text_overlay", "persistent text or logo area above the maximum",
+                      "thresholds.text_persistent_area_max")
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
@@ -58,9 +67,21 @@ def text_stats(per_frame: list[list[Box]], shape: tuple[int, int], persist_iou: 
             "text_persistent_area": round(area_ratio(persistent, shape), 5)}
 
 
+@register
 class TextScorer(ClipScorer):
     name = "ocr"
     status_column = "ocr_status"
+    settings = OcrScoring
+    columns = {"text_area_max": pa.float64(), "text_area_mean": pa.float64(), "text_persistent_area": pa.float64(),
+               "ocr_status": pa.string()}
+    gives = (TOO_MUCH_TEXT, TEXT_OVERLAY)
+    manifest_order = 30
+
+    @classmethod
+    def reasons(cls, row: Mapping[str, Any], th: Thresholds) -> list[str]:
+        checks = [(TOO_MUCH_TEXT, above(row.get("text_area_max"), th.text_area_max)),
+                  (TEXT_OVERLAY, above(row.get("text_persistent_area"), th.text_persistent_area_max))]
+        return [reason.name for reason, failing in checks if failing]
 
     def __init__(self, config):
         super().__init__(config)

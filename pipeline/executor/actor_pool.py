@@ -1,23 +1,23 @@
-"""The one place that knows Ray: actor pools per stage, streaming between them, per-item deadlines.
+"""A pool of Ray actors running one stage: one item in flight per actor, per-item deadlines, retries.
 
-Each stage runs in a pool of Ray actors sized and resourced from config. The driver keeps one item in
-flight per actor, streams analysis results into transcode batches as they arrive, kills and
-replaces an actor whose item overruns its deadline (a hung decoder), and replaces an actor whose
-worker dies. Ray Data's map_batches has no per-row deadline or kill-on-hang, hence this small loop.
+Each stage runs in a pool of Ray actors sized and resourced from config. The pool kills and replaces
+an actor whose item overruns its deadline (a hung decoder) and replaces an actor whose worker dies.
+Ray Data's map_batches has no per-row deadline or kill-on-hang, hence this small loop. Failures come
+back as `Done` with a `FailureKind`; the runner (runner.py) counts them.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from vidmill.pipeline.config import StageResources
+from vidmill.pipeline.outcomes import FailureKind
 from vidmill.pipeline.stage import Stage
 
 
@@ -39,7 +39,12 @@ class Done:
     value: Any = None
     seconds: float = 0.0
     error: str | None = None
-    retryable: bool = False  # not the input's fault (worker died, unexpected exception): redone on re-run
+    failure: FailureKind | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Not the input's fault (worker died, unexpected exception): redone on the next run."""
+        return self.failure in (FailureKind.WORKER_DIED, FailureKind.EXCEPTION)
 
 
 class ActorPool:
@@ -48,12 +53,17 @@ class ActorPool:
         """`timeout_s`: seconds one item may run, or a function of the item giving them."""
         self.name, self.factory, self.resources = name, factory, resources
         self.timeout_s, self.retries = timeout_s, retries
-        self.remote_cls = ray.remote(StageActor).options(
-            num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_concurrency=1)
+        self.reserve(resources)
         self.idle: list[Any] = []
         self.n_actors = 0
         self.queue: deque[tuple[Any, Any, int]] = deque()
         self.busy: dict[ray.ObjectRef, tuple[Any, Any, Any, int, float]] = {}
+
+    def reserve(self, resources: StageResources) -> None:
+        """Set what each actor reserves (before any starts)."""
+        self.resources = resources
+        self.remote_cls = ray.remote(StageActor).options(
+            num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_concurrency=1)
 
     def _spawn(self) -> None:
         self.idle.append(self.remote_cls.remote(self.factory))
@@ -99,7 +109,8 @@ class ActorPool:
                 if limit and now - started > limit:
                     del self.busy[ref]
                     self._replace(actor)
-                    done.append(Done(tag, item, error=f"{self.name}: timed out after {limit:.0f}s"))
+                    done.append(Done(tag, item, error=f"{self.name}: timed out after {limit:.0f}s",
+                                     failure=FailureKind.TIMEOUT))
         self._dispatch()
         return [d for d in done if d is not None]
 
@@ -113,12 +124,13 @@ class ActorPool:
                 self.submit(tag, item, attempt + 1)
                 return None
             cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            return Done(tag, item, error=f"{self.name}: worker died: {type(exc).__name__}: {cause}", retryable=True)
+            return Done(tag, item, error=f"{self.name}: worker died: {type(exc).__name__}: {cause}",
+                        failure=FailureKind.WORKER_DIED)
         except ray.exceptions.RayTaskError as exc:
             self.idle.append(actor)
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             # content errors come back as values; an exception here is a bug or a transient fault
-            return Done(tag, item, error=f"{self.name}: {type(cause).__name__}: {cause}", retryable=True)
+            return Done(tag, item, error=f"{self.name}: {type(cause).__name__}: {cause}", failure=FailureKind.EXCEPTION)
         self.idle.append(actor)
         return Done(tag, item, value=value, seconds=seconds)
 
@@ -126,60 +138,3 @@ class ActorPool:
         for actor in self.idle + [b[0] for b in self.busy.values()]:
             ray.kill(actor, no_restart=True)
         self.idle, self.busy, self.n_actors = [], {}, 0
-
-
-def _packs(sizes: list[float], capacities: list[float]) -> bool:
-    """First-fit decreasing: can actors of these CPU sizes all be placed on nodes of these capacities?"""
-    free = sorted(capacities, reverse=True)
-    for size in sorted(sizes, reverse=True):
-        for i, room in enumerate(free):
-            if size <= room + 1e-9:
-                free[i] = room - size
-                break
-        else:
-            return False
-    return True
-
-
-def fit_to_cluster(pools: list[ActorPool]) -> None:
-    """Shrink CPU reservations when the pools' actors cannot all be placed on the cluster's nodes.
-
-    Pools keep idle actors alive, so an actor that fits nowhere (too few CPUs in total, or spread
-    over nodes so no node has room) would wait forever: a deadlock. Then every actor reserves
-    `smallest node / number of actors`, which fits wherever Ray puts them. Real CPU use is not capped.
-    """
-    sizes = [p.resources.num_cpus for p in pools for _ in range(p.resources.concurrency)]
-    capacities = [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
-    capacities = [c for c in capacities if c > 0]
-    if not capacities or _packs(sizes, capacities):
-        return
-    share = round(min(capacities) / len(sizes), 4)
-    for pool in pools:
-        pool.resources = replace(pool.resources, num_cpus=min(pool.resources.num_cpus, share))
-        pool.remote_cls = ray.remote(StageActor).options(
-            num_cpus=pool.resources.num_cpus, num_gpus=pool.resources.num_gpus, max_concurrency=1)
-    print(f"vidmill: {len(sizes)} stage actors asking for {sum(sizes):.2f} CPUs do not fit on nodes with "
-          f"{capacities} CPUs: each reserves {share} CPU instead", flush=True)
-
-
-def run_pools(first: ActorPool, items: Iterator[tuple[Any, Any]],
-              on_done: Callable[[ActorPool, Done], None], pools: list[ActorPool]) -> None:
-    """Feed `items` to `first`; `on_done` may submit follow-up work to any pool; stop when all drain."""
-    for tag, item in items:
-        first.submit(tag, item)
-    while any(p.pending for p in pools):
-        for pool in pools:
-            for done in pool.poll(wait_s=0.05 if len(pools) > 1 else 0.5):
-                on_done(pool, done)
-
-
-def init_ray(address: str | None) -> None:
-    """Local Ray on 127.0.0.1 by default; an existing cluster with --address or RAY_ADDRESS."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level="WARNING")
-    else:  # "local": a fresh instance, never a cluster some earlier `ray start` left on this machine
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
-

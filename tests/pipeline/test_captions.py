@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from vidmill.pipeline.caption_client import CaptionRequest, OpenAIClient, VLLMServer, free_port
-from vidmill.pipeline.captions import CaptionInvalid, build_prompt, n_seconds, parse_caption
+from vidmill.pipeline.captions.client import CaptionRequest, OpenAIClient, VLLMServer, free_port
+from vidmill.pipeline.captions.prompt import CaptionInvalid, build_prompt, n_seconds, parse_caption
 from vidmill.pipeline.config import load_config
 from vidmill.pipeline.curate import Curation
 
-SERVER = str(Path(__file__).with_name("openai_server.py"))
+SERVER = str(Path(__file__).parents[1] / "openai_server.py")
 GOOD = json.dumps({"summary": "A dog.", "seconds": [{"t": 0, "caption": "a"}, {"t": 1, "caption": "b"}]})
 
 
@@ -145,7 +145,7 @@ def test_signals_captioner_names_pans_static_shots_and_text(curated):
     for r in rows.values():
         assert len(r["captions_per_second"]) == n_seconds(r["duration_s"])
     # text: the signals captioner mentions it (seen on the logo clip, rejected by the text filter)
-    from vidmill.pipeline.captions import signals_caption
+    from vidmill.pipeline.captions.prompt import signals_caption
 
     caption = signals_caption([(0.0, __import__("numpy").zeros((64, 64, 3), "uint8"))], 1.0,
                               {"camera_motion": "static", "text_area_max": 0.03})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidmill.pipeline.decode import DecodeError, VideoReader, scaled_to
+from vidmill.pipeline.analysis.decode import DecodeError, VideoReader, scaled_to
 
 
 def frames(path, short_side=None):

@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 
+from vidmill.pipeline.analysis.decode import VideoReader
+from vidmill.pipeline.analysis.spans import ClipSpan
 from vidmill.pipeline.config import CurateConfig
-from vidmill.pipeline.decode import VideoReader
-from vidmill.pipeline.spans import ClipSpan
 from vidmill.pipeline.transcode import ClipBatch, TranscodeClips
 
 

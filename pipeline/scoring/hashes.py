@@ -7,8 +7,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from vidmill.pipeline.scoring import ClipScorer, Frames, key_frames
+from vidmill.pipeline.scoring.base import ClipScorer, Frames, key_frames
+from vidmill.pipeline.scoring.registry import register
 
 
 def phash(image: np.ndarray) -> int:
@@ -23,10 +25,20 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
+@register
 class ContentHashes(ClipScorer):
+    """Always on (dedup needs it); gives no reject reason itself (dedup does)."""
+
     name = "hashes"
     status_column = "hash_status"
+    columns = {"content_hash": pa.string(), "phash": pa.string(), "phashes": pa.list_(pa.string()),
+               "hash_status": pa.string()}
     resources_key = "quality"
+    manifest_order = 50
+
+    @classmethod
+    def enabled(cls, config) -> bool:
+        return True
 
     def score(self, frames: Frames) -> dict[str, Any]:
         digest = hashlib.sha1()

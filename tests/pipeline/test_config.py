@@ -5,7 +5,7 @@ import yaml
 
 from vidmill.pipeline.config import CurateConfig, dump_config, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_configs_file_holds_the_defaults():

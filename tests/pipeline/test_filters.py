@@ -15,8 +15,8 @@ from vidmill.pipeline.config import CurateConfig, load_config
 from vidmill.pipeline.curate import Curation
 from vidmill.pipeline.decide import filter_reasons
 from vidmill.pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
-from vidmill.pipeline.motion import camera_class
-from vidmill.pipeline.ocr import iou, text_stats
+from vidmill.pipeline.scoring.motion import camera_class
+from vidmill.pipeline.scoring.ocr import iou, text_stats
 
 SCORE_COLUMNS = ["aesthetic_mean", "aesthetic_min", "sharpness", "brightness", "colourfulness", "motion_score",
                  "camera_motion", "text_area_max", "text_area_mean", "text_persistent_area", "phash", "dup_group",
@@ -111,8 +111,8 @@ def test_ocr_persistence_and_iou():
 
 
 def test_ocr_reads_a_persistent_box_once_with_the_same_verdicts(samples):
-    from vidmill.pipeline.analyze import AnalyzeInput
-    from vidmill.pipeline.ocr import TextScorer
+    from vidmill.pipeline.analysis.analyze import AnalyzeInput
+    from vidmill.pipeline.scoring.ocr import TextScorer
     from vidmill.pipeline.sources import list_inputs
 
     config = CurateConfig()
@@ -134,8 +134,8 @@ def test_ocr_reads_a_persistent_box_once_with_the_same_verdicts(samples):
 
 
 def test_ocr_reads_a_still_frame_once_and_a_changed_one_again(samples):
-    from vidmill.pipeline.analyze import AnalyzeInput
-    from vidmill.pipeline.ocr import TextScorer
+    from vidmill.pipeline.analysis.analyze import AnalyzeInput
+    from vidmill.pipeline.scoring.ocr import TextScorer
     from vidmill.pipeline.sources import list_inputs
 
     config = CurateConfig()
@@ -200,7 +200,7 @@ def tiny_aesthetic(tmp_path):
     """A tiny random-init open_clip model and a LAION-layout head whose map is known: score = 2 * e[0] + 3."""
     import open_clip
 
-    from vidmill.pipeline.aesthetic import laion_head
+    from vidmill.pipeline.scoring.aesthetic import laion_head
 
     arch = tmp_path / "tiny-vit.json"
     arch.write_text(json.dumps(TINY_CLIP))
@@ -226,11 +226,11 @@ def test_aesthetic_end_to_end_with_tiny_clip_matches_hand_computation(samples, t
     import open_clip
     from PIL import Image
 
-    from vidmill.pipeline.aesthetic import AestheticScorer
-    from vidmill.pipeline.analyze import AnalyzeInput
-    from vidmill.pipeline.scoring import ScoreBatch, key_frames
+    from vidmill.pipeline.analysis.analyze import AnalyzeInput
+    from vidmill.pipeline.analysis.spans import ClipSpan
+    from vidmill.pipeline.scoring.aesthetic import AestheticScorer
+    from vidmill.pipeline.scoring.base import ScoreBatch, key_frames
     from vidmill.pipeline.sources import list_inputs
-    from vidmill.pipeline.spans import ClipSpan
 
     config = load_config(None, [f"scoring.aesthetic.clip_arch={tiny_aesthetic['arch']}",
                                 f"scoring.aesthetic.clip_weights={tiny_aesthetic['clip']}",
@@ -238,8 +238,8 @@ def test_aesthetic_end_to_end_with_tiny_clip_matches_hand_computation(samples, t
     (ref,) = list_inputs(str(samples / "moving_subject.mp4"), config.source)
     analysis = AnalyzeInput(config).process(ref)
     clip = analysis.clips[0]
-    span = ClipSpan(clip["clip_id"], clip["start_s"], clip["end_s"])
-    scored = AestheticScorer(config).process(ScoreBatch(ref.input_id, (span,), analysis.taps))[clip["clip_id"]]
+    span = ClipSpan(clip.clip_id, clip.start_s, clip.end_s)
+    scored = AestheticScorer(config).process(ScoreBatch(ref.input_id, (span,), analysis.taps))[clip.clip_id]
     # by hand: the same three frames through the same CLIP, normalised, then 2 * e[0] + 3
     _, _, preprocess = open_clip.create_model_and_transforms("tiny-vit", pretrained=tiny_aesthetic["clip"])
     frames = key_frames(analysis.taps.between(span.start_s, span.end_s))

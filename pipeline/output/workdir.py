@@ -11,12 +11,10 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vidmill.pipeline.analyze import Analysis
-from vidmill.pipeline.shots import Shot
+from vidmill.pipeline.records import InputResult
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -43,12 +41,10 @@ class WorkDir:
     def clip_path(self, input_id: str, clip_id: str) -> Path:
         return self.clips_dir / input_id / f"{clip_id}.mp4"
 
-    def save(self, analysis: Analysis) -> None:
+    def save(self, result: InputResult) -> None:
         """Persist one analysed and scored input (its marker); taps are not kept once scored."""
-        input_id = analysis.input["input_id"]
-        record = {"fingerprint": self.fingerprint, "input": analysis.input,
-                  "shots": [asdict(s) for s in analysis.shots], "clips": analysis.clips}
-        atomic_write(self.marker(input_id), json.dumps(record).encode())
+        record = {"fingerprint": self.fingerprint, **result.work_json()}
+        atomic_write(self.marker(result.input.input_id), json.dumps(record).encode())
 
     def caption_path(self, clip_id: str) -> Path:
         return self.root / "captions" / f"{clip_id}.json"
@@ -64,8 +60,8 @@ class WorkDir:
             return None
         return record if record.get("fingerprint") == fingerprint and record.get("caption") else None
 
-    def load(self, input_id: str) -> dict[str, Any] | None:
-        """The stored record of a complete input made under this fingerprint, else None."""
+    def load(self, input_id: str) -> InputResult | None:
+        """The stored result of a complete input made under this fingerprint, else None."""
         path = self.marker(input_id)
         if not path.exists():
             return None
@@ -75,5 +71,4 @@ class WorkDir:
             return None
         if record.get("fingerprint") != self.fingerprint:
             return None
-        record["shots"] = [Shot(**s) for s in record["shots"]]
-        return record
+        return InputResult.from_work_json(record)

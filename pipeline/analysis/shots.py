@@ -8,7 +8,6 @@ right on variable-frame-rate inputs. Frames are scaled like PySceneDetect's Scen
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -16,17 +15,11 @@ from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode, SceneD
 from scenedetect.common import Timecode
 
 from vidmill.pipeline.config import ShotConfig
+from vidmill.pipeline.records import Shot
+
+__all__ = ["DETECTION_LONG_SIDE", "Shot", "ShotDetector", "make_detector", "shots_from_cuts"]
 
 DETECTION_LONG_SIDE = 256  # scenedetect.scene_manager.DEFAULT_MIN_WIDTH
-
-
-@dataclass(frozen=True)
-class Shot:
-    shot_index: int
-    start_s: float
-    end_s: float  # exclusive: the next shot's first frame time, or the end of the last frame
-    start_frame: int
-    end_frame: int  # exclusive
 
 
 def make_detector(config: ShotConfig) -> SceneDetector:

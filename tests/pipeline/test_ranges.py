@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vidmill.pipeline.analyze import AnalyzeInput, InputRange
+from vidmill.pipeline.analysis.analyze import AnalyzeInput, InputRange
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.sources import list_inputs
 
@@ -45,7 +45,7 @@ def test_a_bad_range_makes_the_input_an_error_row(samples):
     (ref,) = list_inputs(str(samples / "corrupt.mp4"), config.source)
     stage = AnalyzeInput(config)
     analysis = stage.assemble(ref, [stage.process(InputRange(ref, split=True))])
-    assert analysis.input["status"] == "error" and "cannot open" in analysis.input["error"]
+    assert analysis.input.status == "error" and "cannot open" in analysis.input.error
 
 
 def test_split_inputs_on_ray_give_the_same_tables(samples, curated, tmp_path, local_ray):

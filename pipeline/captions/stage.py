@@ -13,10 +13,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vidmill.pipeline.caption_client import CaptionRequest, OpenAIClient, VLLMServer
-from vidmill.pipeline.captions import build_prompt, caption_json, signals_caption
+from vidmill.pipeline.analysis.decode import VideoReader, scaled_to
+from vidmill.pipeline.captions.client import CaptionRequest, OpenAIClient, VLLMServer
+from vidmill.pipeline.captions.prompt import build_prompt, caption_json, signals_caption
 from vidmill.pipeline.config import CurateConfig
-from vidmill.pipeline.decode import VideoReader, scaled_to
 from vidmill.pipeline.stage import Stage
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import scenedetect
 
+from vidmill.pipeline.analysis.decode import VideoReader, scaled_to
+from vidmill.pipeline.analysis.shots import DETECTION_LONG_SIDE, ShotDetector, shots_from_cuts
 from vidmill.pipeline.config import ShotConfig
-from vidmill.pipeline.decode import VideoReader, scaled_to
-from vidmill.pipeline.shots import DETECTION_LONG_SIDE, ShotDetector, shots_from_cuts
 
 
 def detect(path, config: ShotConfig):

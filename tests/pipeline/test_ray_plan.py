@@ -7,7 +7,9 @@ import sys
 from ray import cloudpickle
 
 from vidmill.pipeline.config import StageResources
-from vidmill.pipeline.ray_plan import ActorPool, _packs, run_pools
+from vidmill.pipeline.executor.actor_pool import ActorPool
+from vidmill.pipeline.executor.runner import StageRunner, _packs
+from vidmill.pipeline.outcomes import FailureKind
 from vidmill.pipeline.stage import Stage
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
@@ -36,14 +38,19 @@ def test_hang_crash_and_exception_become_errors_and_other_items_finish(local_ray
     pool = ActorPool("misbehaving", make_stage, StageResources(num_cpus=0.25, concurrency=2), timeout_s=20)
     results = {}
     items = ["a", "hang", "b", "crash", "c", "raise", "d"]
-    run_pools(pool, ((i, i) for i in items), lambda _pool, done: results.__setitem__(done.tag, done), [pool])
-    pool.shutdown()
+    runner = StageRunner()
+    runner.map(pool, ((i, i) for i in items), lambda done: results.__setitem__(done.tag, done))
     assert set(results) == set(items)
     for ok in "abcd":
-        assert results[ok].value == ok.upper() and results[ok].error is None
+        assert results[ok].value == ok.upper() and results[ok].error is None and results[ok].failure is None
     assert "timed out after 20s" in results["hang"].error and not results["hang"].retryable
+    assert results["hang"].failure is FailureKind.TIMEOUT
     assert "worker died" in results["crash"].error and results["crash"].retryable
+    assert results["crash"].failure is FailureKind.WORKER_DIED
     assert "RuntimeError: bad item" in results["raise"].error and results["raise"].retryable
+    assert results["raise"].failure is FailureKind.EXCEPTION
+    stats = runner.stats["misbehaving"]  # counted by the runner, from the failure kinds
+    assert (stats.items, stats.errors, stats.timeouts, stats.worker_deaths) == (7, 3, 1, 1)
 
 
 def make_sleeper():
@@ -64,9 +71,7 @@ def test_deadline_can_depend_on_the_item(local_ray):
     pool = ActorPool("sleeper", make_sleeper, StageResources(num_cpus=0.25, concurrency=2),
                      timeout_s=lambda item: limits[item[0]])
     results = {}
-    run_pools(pool, ((name, (name, 4.0)) for name in limits), lambda _p, done: results.__setitem__(done.tag, done),
-              [pool])
-    pool.shutdown()
+    StageRunner().map(pool, ((name, (name, 4.0)) for name in limits), lambda done: results.__setitem__(done.tag, done))
     assert "timed out after 1s" in results["small"].error
     assert results["large"].value == "large" and results["large"].error is None
 

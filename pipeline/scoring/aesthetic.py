@@ -10,13 +10,21 @@ gets `aesthetic_status = not_scored: ...` and no number; no threshold is applied
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from vidmill.pipeline.scoring import ClipScorer, Frames, ScoreBatch, key_frames
+from vidmill.pipeline.config import AestheticScoring, Thresholds
+from vidmill.pipeline.outcomes import Reason, ScoreStatus
+from vidmill.pipeline.scoring.base import ClipScorer, Frames, ScoreBatch, below, key_frames
+from vidmill.pipeline.scoring.registry import register
+
+LOW_AESTHETIC = Reason("low_aesthetic", "CLIP + LAION aesthetic score below the minimum (only when scored)",
+                       "thresholds.aesthetic_min")
 
 
 def laion_head(dim: int = 768):
@@ -35,9 +43,20 @@ def laion_head(dim: int = 768):
     return AestheticHead()
 
 
+@register
 class AestheticScorer(ClipScorer):
+    """Also keeps `clip_embedding` (middle frame), which goes to embeddings.parquet, not the manifest."""
+
     name = "aesthetic"
     status_column = "aesthetic_status"
+    settings = AestheticScoring
+    columns = {"aesthetic_mean": pa.float64(), "aesthetic_min": pa.float64(), "aesthetic_status": pa.string()}
+    gives = (LOW_AESTHETIC,)
+    manifest_order = 40
+
+    @classmethod
+    def reasons(cls, row: Mapping[str, Any], th: Thresholds) -> list[str]:
+        return [LOW_AESTHETIC.name] if below(row.get("aesthetic_mean"), th.aesthetic_min) else []
 
     def __init__(self, config):
         super().__init__(config)
@@ -48,9 +67,9 @@ class AestheticScorer(ClipScorer):
     def _missing_weights(self) -> str | None:
         for label, path in (("clip_weights", self.cfg.clip_weights), ("head_weights", self.cfg.head_weights)):
             if not path:
-                return f"not_scored: no weights (scoring.aesthetic.{label} is not set)"
+                return str(ScoreStatus.not_scored(f"no weights (scoring.aesthetic.{label} is not set)"))
             if not Path(path).exists():
-                return f"not_scored: no weights ({label} {path} not found)"
+                return str(ScoreStatus.not_scored(f"no weights ({label} {path} not found)"))
         return None
 
     def setup(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from vidmill.pipeline.captions import Caption, CaptionInvalid, caption_json, parse_caption
+from vidmill.pipeline.captions.prompt import Caption, CaptionInvalid, caption_json, parse_caption
 
 
 @dataclass

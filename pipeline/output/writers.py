@@ -1,4 +1,4 @@
-"""Output writers: inputs / shots / manifest Parquet tables, WebDataset shards and run.json.
+"""Output writers: inputs / shots / manifest Parquet tables (schemas from records.py) and WebDataset shards.
 
 Every file is written to a temporary name and renamed into place, shards before the manifest, so a
 killed run never leaves a manifest that points at a partial shard.
@@ -18,36 +18,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 
 from vidmill.pipeline.config import ShardConfig
-from vidmill.pipeline.workdir import atomic_write
-
-INPUTS_SCHEMA = pa.schema([
-    ("input_id", pa.string()), ("source_uri", pa.string()), ("size_bytes", pa.int64()),
-    ("status", pa.string()), ("error", pa.string()), ("duration_s", pa.float64()),
-    ("n_shots", pa.int32()), ("n_clips", pa.int32()), ("fps", pa.float64()), ("width", pa.int32()),
-    ("height", pa.int32()), ("rotation", pa.int32()), ("codec", pa.string()), ("video_start_s", pa.float64()),
-])
-SHOTS_SCHEMA = pa.schema([
-    ("input_id", pa.string()), ("shot_index", pa.int32()), ("start_s", pa.float64()),
-    ("end_s", pa.float64()), ("start_frame", pa.int32()), ("end_frame", pa.int32()),
-])
-MANIFEST_SCHEMA = pa.schema([
-    ("clip_id", pa.string()), ("input_id", pa.string()), ("source_uri", pa.string()),
-    ("shot_index", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64()),
-    ("duration_s", pa.float64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
-    ("kept", pa.bool_()), ("reject_reasons", pa.list_(pa.string())), ("error", pa.string()),
-    ("clip_bytes", pa.int64()), ("shard", pa.string()), ("key", pa.string()),
-    ("sharpness", pa.float64()), ("brightness", pa.float64()), ("colourfulness", pa.float64()),
-    ("quality_status", pa.string()), ("motion_score", pa.float64()), ("camera_motion", pa.string()),
-    ("motion_status", pa.string()), ("text_area_max", pa.float64()), ("text_area_mean", pa.float64()),
-    ("text_persistent_area", pa.float64()), ("ocr_status", pa.string()), ("aesthetic_mean", pa.float64()),
-    ("aesthetic_min", pa.float64()), ("aesthetic_status", pa.string()), ("content_hash", pa.string()),
-    ("phash", pa.string()), ("phashes", pa.list_(pa.string())), ("hash_status", pa.string()),
-    ("dup_group", pa.string()), ("dup_of", pa.string()),
-    ("caption", pa.string()), ("captions_per_second", pa.list_(pa.string())), ("captioner", pa.string()),
-    ("caption_tokens_in", pa.int64()), ("caption_tokens_out", pa.int64()), ("caption_latency_s", pa.float64()),
-    ("caption_error", pa.string()), ("caption_raw", pa.string()),
-])
-EMBEDDINGS_SCHEMA = pa.schema([("clip_id", pa.string()), ("clip_embedding", pa.list_(pa.float32()))])
+from vidmill.pipeline.output.workdir import atomic_write
 
 
 def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
@@ -77,16 +48,17 @@ def plan_shards(rows: list[dict[str, Any]], config: ShardConfig) -> list[list[di
 
 def write_shards(rows: list[dict[str, Any]], clip_bytes: Callable[[dict[str, Any]], bytes],
                  extras: Callable[[dict[str, Any]], dict[str, bytes]], out_dir: Path,
-                 config: ShardConfig) -> None:
-    """Set each kept row's shard/key and write the tars; a shard whose content is unchanged is kept."""
+                 config: ShardConfig) -> dict[str, tuple[str, str]]:
+    """Write the kept rows into tars (each row's json with its shard/key set); a shard whose content is
+    unchanged is kept. Returns clip_id -> (shard, key)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     index_path = out_dir / "index.json"
     old_index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index = {}
+    index, placed = {}, {}
     for number, members in enumerate(plan_shards(rows, config)):
         name = f"shard-{number:06d}.tar"
-        for row in members:
-            row["shard"], row["key"] = name, row["clip_id"]
+        members = [{**row, "shard": name, "key": row["clip_id"]} for row in members]
+        placed.update({row["clip_id"]: (name, row["key"]) for row in members})
         signature = [json.dumps(r, sort_keys=True, default=str) for r in members]
         index[name] = signature
         if old_index.get(name) == signature and (out_dir / name).exists():
@@ -103,3 +75,4 @@ def write_shards(rows: list[dict[str, Any]], clip_bytes: Callable[[dict[str, Any
         if stale.name not in index:
             stale.unlink()
     atomic_write(index_path, json.dumps(index).encode())
+    return placed

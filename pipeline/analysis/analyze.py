@@ -14,11 +14,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vidmill.pipeline.analysis.decode import DecodeError, Probe, VideoReader, scaled_to
+from vidmill.pipeline.analysis.shots import DETECTION_LONG_SIDE, ShotDetector, shots_from_cuts
+from vidmill.pipeline.analysis.spans import clip_spans
 from vidmill.pipeline.config import CurateConfig
-from vidmill.pipeline.decode import DecodeError, Probe, VideoReader, scaled_to
-from vidmill.pipeline.shots import DETECTION_LONG_SIDE, Shot, ShotDetector, shots_from_cuts
+from vidmill.pipeline.outcomes import TOO_SMALL
+from vidmill.pipeline.records import ClipRecord, InputRecord, InputResult, Shot
 from vidmill.pipeline.sources import InputRef, open_input
-from vidmill.pipeline.spans import clip_spans
 from vidmill.pipeline.stage import InputError, Stage
 
 
@@ -45,26 +47,13 @@ class FrameTaps:
                 for i in range(lo, hi)]
 
 
-@dataclass
-class Analysis:
-    """What one input yields: its inputs.parquet row, its shots, its candidate clips, its taps."""
-
-    input: dict[str, Any]
-    shots: list[Shot] = field(default_factory=list)
-    clips: list[dict[str, Any]] = field(default_factory=list)
-    taps: FrameTaps = field(default_factory=FrameTaps)
+def input_record(ref: InputRef, **values: Any) -> InputRecord:
+    return InputRecord(ref.input_id, ref.source_uri, ref.size_bytes, **values)
 
 
-def input_row(ref: InputRef, **values: Any) -> dict[str, Any]:
-    row = {"input_id": ref.input_id, "source_uri": ref.source_uri, "size_bytes": ref.size_bytes,
-           "status": "ok", "error": None, "duration_s": None, "n_shots": 0, "n_clips": 0, "fps": None,
-           "width": None, "height": None, "rotation": None, "codec": None, "video_start_s": None}
-    row.update(values)
-    return row
-
-
-def error_analysis(ref: InputRef, message: str) -> Analysis:
-    return Analysis(input_row(ref, status="error", error=message))
+def error_result(ref: InputRef, message: str) -> InputResult:
+    """An input that yields no clips: its row says why."""
+    return InputResult(input_record(ref, status="error", error=message), taps=FrameTaps())
 
 
 @dataclass(frozen=True)
@@ -102,8 +91,8 @@ class AnalyzeInput(Stage):
         super().__init__(config.ray.analyze)
         self.config = config
 
-    def process(self, item: InputRef | InputRange) -> Analysis | RangeAnalysis:
-        """An InputRef is analysed whole into an Analysis; an InputRange gives a RangeAnalysis."""
+    def process(self, item: InputRef | InputRange) -> InputResult | RangeAnalysis:
+        """An InputRef is analysed whole into an InputResult; an InputRange gives a RangeAnalysis."""
         if isinstance(item, InputRange):
             return self.analyze_range(item)
         return self.assemble(item, [self.analyze_range(InputRange(item))])
@@ -167,38 +156,38 @@ class AnalyzeInput(Stage):
             out.end_s = max(out.end_s, frame.time_s + (frame.duration_s or (1.0 / probe.fps if probe.fps else 0.0)))
         out.cut_times = [t for t in detector.cut_times(final=rng.end_s is None) if start <= t < end]
 
-    def assemble(self, ref: InputRef, parts: list[RangeAnalysis]) -> Analysis:
-        """One input's Analysis from its ranges (any order): shots across range edges are joined."""
+    def assemble(self, ref: InputRef, parts: list[RangeAnalysis]) -> InputResult:
+        """One input's result from its ranges (any order): shots across range edges are joined."""
         errors = [p.error for p in parts if p.error]
         if errors:
-            return error_analysis(ref, errors[0])
+            return error_result(ref, errors[0])
         parts = sorted(parts, key=lambda p: p.range.start_s)
         frame_times = [t for p in parts for t in p.frame_times]
         if not frame_times:
-            return error_analysis(ref, "no decodable video frames")
+            return error_result(ref, "no decodable video frames")
         taps = FrameTaps([t for p in parts for t in p.taps.times_s], [j for p in parts for j in p.taps.jpegs])
         end_s = max(p.end_s for p in parts)
         probe = parts[0].probe
         shots = shots_from_cuts(frame_times, [t for p in parts for t in p.cut_times], end_s)
         clips = self.candidate_clips(ref, shots, frame_times, (probe.display_width, probe.display_height))
-        row = input_row(ref, duration_s=round(end_s, 6), n_shots=len(shots), n_clips=len(clips),
-                        fps=probe.fps, width=probe.display_width, height=probe.display_height,
-                        rotation=probe.rotation, codec=probe.codec, video_start_s=probe.video_start_s)
-        return Analysis(row, shots, clips, taps)
+        row = input_record(ref, duration_s=round(end_s, 6), n_shots=len(shots), n_clips=len(clips),
+                           fps=probe.fps, width=probe.display_width, height=probe.display_height,
+                           rotation=probe.rotation, codec=probe.codec, video_start_s=probe.video_start_s)
+        return InputResult(row, shots, clips, taps)
 
     def candidate_clips(self, ref: InputRef, shots: list[Shot], frame_times: list[float],
-                        display: tuple[int, int]) -> list[dict[str, Any]]:
+                        display: tuple[int, int]) -> list[ClipRecord]:
+        """A clip record per span: where a clip is born (its id, span, size, and span-level rejections)."""
         too_small = min(display) < self.config.spans.min_short_side
         clips = []
         for span in clip_spans(shots, self.config.spans):
             n_frames = bisect.bisect_left(frame_times, span.end_s - 1e-6) - \
                 bisect.bisect_left(frame_times, span.start_s - 1e-6)
-            reasons = list(span.reject_reasons) + (["too_small"] if too_small else [])
-            clips.append({
-                "clip_id": f"{ref.input_id}_{span.shot_index:04d}_{span.piece:02d}",
-                "input_id": ref.input_id, "source_uri": ref.source_uri, "shot_index": span.shot_index,
-                "start_s": span.start_s, "end_s": span.end_s, "duration_s": round(span.duration_s, 6),
-                "fps": round(n_frames / span.duration_s, 3) if span.duration_s > 0 else 0.0,
-                "width": display[0], "height": display[1], "reject_reasons": reasons,
-            })
+            reasons = list(span.reject_reasons) + ([TOO_SMALL.name] if too_small else [])
+            clips.append(ClipRecord(
+                clip_id=f"{ref.input_id}_{span.shot_index:04d}_{span.piece:02d}",
+                input_id=ref.input_id, source_uri=ref.source_uri, shot_index=span.shot_index,
+                start_s=span.start_s, end_s=span.end_s, duration_s=round(span.duration_s, 6),
+                fps=round(n_frames / span.duration_s, 3) if span.duration_s > 0 else 0.0,
+                width=display[0], height=display[1], kept=not reasons, reject_reasons=reasons))
         return clips

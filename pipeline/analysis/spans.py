@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 
 from vidmill.pipeline.config import SpanConfig
-from vidmill.pipeline.shots import Shot
+from vidmill.pipeline.outcomes import TOO_SHORT
+from vidmill.pipeline.records import Shot
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def clip_spans(shots: list[Shot], config: SpanConfig) -> list[Span]:
         length = end - start
         if length < config.min_s - 1e-6:
             start, end = shot.start_s, shot.end_s
-            spans.append(Span(shot.shot_index, 0, round(start, 6), round(end, 6), ("too_short",)))
+            spans.append(Span(shot.shot_index, 0, round(start, 6), round(end, 6), (TOO_SHORT.name,)))
             continue
         pieces = max(1, math.ceil(length / config.max_s - 1e-9))
         step = length / pieces

@@ -12,13 +12,21 @@ right means the camera pans left; content moving down means it tilts up; content
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from vidmill.pipeline.decode import scaled_to
-from vidmill.pipeline.scoring import ClipScorer, Frames
+from vidmill.pipeline.analysis.decode import scaled_to
+from vidmill.pipeline.config import MotionScoring, Thresholds
+from vidmill.pipeline.outcomes import Reason, ScoreStatus
+from vidmill.pipeline.scoring.base import ClipScorer, Frames, above, below
+from vidmill.pipeline.scoring.registry import register
+
+TOO_STATIC = Reason("too_static", "mean optical flow below the minimum", "thresholds.motion_min")
+TOO_SHAKY = Reason("too_shaky", "mean optical flow above the maximum, or camera class shaky", "thresholds.motion_max")
 
 STILL = 0.002  # global motion per interval (fraction of the diagonal) below which the camera is still
 
@@ -52,9 +60,22 @@ def camera_class(moves: list[tuple[float, float, float]], diag: float, mean_r: f
     return "tilt_up" if ty.mean() > 0 else "tilt_down"
 
 
+@register
 class MotionScorer(ClipScorer):
     name = "motion"
     status_column = "motion_status"
+    settings = MotionScoring
+    columns = {"motion_score": pa.float64(), "camera_motion": pa.string(), "motion_status": pa.string()}
+    gives = (TOO_STATIC, TOO_SHAKY)
+    manifest_order = 20
+
+    @classmethod
+    def reasons(cls, row: Mapping[str, Any], th: Thresholds) -> list[str]:
+        score = row.get("motion_score")
+        out = [TOO_STATIC.name] if below(score, th.motion_min) else []
+        if above(score, th.motion_max) or row.get("camera_motion") == "shaky":
+            out.append(TOO_SHAKY.name)
+        return out
 
     @property
     def cfg(self):
@@ -78,7 +99,8 @@ class MotionScorer(ClipScorer):
         grays = [cv2.cvtColor(cv2.resize(img, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
                  for _, img in frames]
         if len(grays) < 2:
-            return {"motion_score": None, "camera_motion": None, "motion_status": "error: fewer than 2 taps"}
+            return {"motion_score": None, "camera_motion": None,
+                    "motion_status": str(ScoreStatus.error("fewer than 2 taps"))}
         diag = float(np.hypot(*size))
         ys, xs = np.mgrid[0:size[1], 0:size[0]]
         mean_r = float(np.hypot(xs - (size[0] - 1) / 2, ys - (size[1] - 1) / 2).mean())

@@ -1,6 +1,6 @@
+from vidmill.pipeline.analysis.shots import Shot
+from vidmill.pipeline.analysis.spans import clip_spans
 from vidmill.pipeline.config import SpanConfig
-from vidmill.pipeline.shots import Shot
-from vidmill.pipeline.spans import clip_spans
 
 
 def shot(i, start, end):
