@@ -52,10 +52,10 @@ def test_two_node_cluster_gives_the_same_manifest(samples, curated, tmp_path, tw
 def test_ray_job_submit_to_local_head(samples, tmp_path, two_nodes):
     _, dashboard = two_nodes
     out = tmp_path / "job-out"
-    ray_cli = str(Path(sys.executable).parent / "ray")
+    ray_cli = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]  # a venv may lack bin/ray
     vidmill = str(Path(sys.executable).parent / "vidmill")
     for _ in range(20):  # the head's job agent takes a few seconds to come up after the cluster
-        result = subprocess.run([ray_cli, "job", "submit", "--address", dashboard, "--",
+        result = subprocess.run([*ray_cli, "job", "submit", "--address", dashboard, "--",
                                  vidmill, "curate", str(samples / "cuts.mp4"), str(out), "--no-progress"],
                                 capture_output=True, text=True, timeout=600,
                                 env={**os.environ, "RAY_AUTH_MODE": "disabled"})

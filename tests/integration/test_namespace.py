@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tomllib
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AREAS = {"vidmill": "vidmill", "pipeline": "vidmill.pipeline", "model": "vidmill.model",
@@ -30,6 +30,7 @@ def test_vidmill_works_from_a_directory_with_its_own_model_pipeline_and_training
 
 
 def test_every_package_folder_is_listed_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = set()
     for folder, name in AREAS.items():
