@@ -15,8 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from vidmill.pipeline.caption_client import CaptionRequest, OpenAIClient, free_port
-from vidmill.pipeline.captions import build_prompt
+from vidmill.pipeline.captions.client import CaptionRequest, OpenAIClient, free_port
+from vidmill.pipeline.captions.prompt import build_prompt
 
 SERVER = Path(__file__).resolve().parents[1] / "tests" / "openai_server.py"
 

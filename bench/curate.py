@@ -31,10 +31,10 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 import av  # noqa: E402
 import ray  # noqa: E402
 
-from vidmill.pipeline.analyze import AnalyzeInput  # noqa: E402
+from vidmill.pipeline.analysis.analyze import AnalyzeInput  # noqa: E402
 from vidmill.pipeline.config import CurateConfig  # noqa: E402
 from vidmill.pipeline.curate import Curation  # noqa: E402
-from vidmill.pipeline.ray_plan import init_ray  # noqa: E402
+from vidmill.pipeline.executor.runner import init_ray  # noqa: E402
 from vidmill.pipeline.samples import camera_move_frames, concat, shot_frames, write_video  # noqa: E402
 from vidmill.pipeline.sources import list_inputs  # noqa: E402
 

@@ -24,12 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curate import make_inputs  # noqa: E402
 
-from vidmill.pipeline.analyze import AnalyzeInput, FrameTaps  # noqa: E402
+from vidmill.pipeline.analysis.analyze import AnalyzeInput, FrameTaps  # noqa: E402
+from vidmill.pipeline.analysis.decode import VideoReader, scaled_to  # noqa: E402
 from vidmill.pipeline.config import load_config  # noqa: E402
-from vidmill.pipeline.curate import score_batches, scorer_classes  # noqa: E402
-from vidmill.pipeline.decode import VideoReader, scaled_to  # noqa: E402
-from vidmill.pipeline.scoring import ScoreBatch  # noqa: E402
+from vidmill.pipeline.curate import scorer_classes  # noqa: E402
+from vidmill.pipeline.scoring.base import ScoreBatch  # noqa: E402
 from vidmill.pipeline.sources import list_inputs  # noqa: E402
+from vidmill.pipeline.stream import score_batches  # noqa: E402
 
 
 def own_decode(path: str, start: float, end: float, fps: float, short_side: int) -> FrameTaps:
@@ -69,7 +70,7 @@ def main() -> None:
     start, cpu0 = time.perf_counter(), cpu_seconds()
     analyses = [analyze.process(ref) for ref in refs]
     decode_s, decode_cpu = time.perf_counter() - start, cpu_seconds() - cpu0
-    batches = [b for a in analyses if a.input["status"] == "ok"
+    batches = [b for a in analyses if a.input.status == "ok"
                for b in score_batches(a, config.scoring.clips_per_task)]
     n_clips = sum(len(b.clips) for b in batches)
     n_frames = sum(len(b.taps.between(c.start_s, c.end_s)) for b in batches for c in b.clips)
@@ -91,7 +92,7 @@ def main() -> None:
         return
 
     start = time.perf_counter()
-    uri = {a.input["input_id"]: a.input["source_uri"] for a in analyses}
+    uri = {a.input.input_id: a.input.source_uri for a in analyses}
     for batch in batches:
         for clip in batch.clips:
             for scorer in scorers:

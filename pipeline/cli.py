@@ -20,7 +20,8 @@ def keep_ray_on_loopback(address: str | None) -> None:
 def _curate(args: argparse.Namespace) -> int:
     keep_ray_on_loopback(args.address or os.environ.get("RAY_ADDRESS"))
     from vidmill.pipeline.config import load_config
-    from vidmill.pipeline.curate import Curation, format_summary
+    from vidmill.pipeline.curate import Curation
+    from vidmill.pipeline.output.report import format_summary
 
     config = load_config(args.config, args.set)
     try:

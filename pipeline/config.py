@@ -108,8 +108,29 @@ class AestheticScoring:
     device: str = "auto"  # auto: cuda when present
 
 
+class _WithFilterSections:
+    """A config group (scoring, thresholds) that also holds a section per registered filter outside this
+    file: set as attributes (`config.scoring.<name>`), added to to_dict, given in YAML like any section."""
+
+    group = ""
+
+    def __post_init__(self) -> None:
+        for name, cls in filter_sections(type(self)).items():
+            setattr(self, name, cls())
+
+
+def filter_sections(cls: type) -> dict[str, type]:
+    group = getattr(cls, "group", "")
+    if not group:
+        return {}
+    from vidmill.pipeline.scoring.registry import config_sections
+
+    return config_sections(group, {f.name for f in dataclasses.fields(cls)})
+
+
 @dataclass
-class ScoringConfig:
+class ScoringConfig(_WithFilterSections):
+    group = "scoring"
     quality: QualityScoring = field(default_factory=QualityScoring)
     motion: MotionScoring = field(default_factory=MotionScoring)
     ocr: OcrScoring = field(default_factory=OcrScoring)
@@ -118,8 +139,10 @@ class ScoringConfig:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(_WithFilterSections):
     """Only these decide `kept`; changing them and re-running recomputes no score."""
+
+    group = "thresholds"
 
     sharpness_min: float = 10.0
     brightness_min: float = 0.06
@@ -162,7 +185,7 @@ class CaptionConfig:
     clips_per_task: int = 64
 
     def fingerprint(self) -> str:
-        from vidmill.pipeline.captions import PROMPT
+        from vidmill.pipeline.captions.prompt import PROMPT
 
         keys = (self.backend, self.model, self.fps, self.short_side, self.temperature, self.top_p,
                 self.repetition_penalty, self.max_tokens, self.min_tokens, PROMPT)
@@ -202,7 +225,12 @@ class CurateConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for group in ("scoring", "thresholds"):
+            value = getattr(self, group)
+            for name in filter_sections(type(value)):
+                data[group][name] = dataclasses.asdict(getattr(value, name))
+        return data
 
     def fingerprint(self, *sections: str) -> str:
         """Stable text of the named sections: work done under another fingerprint is redone."""
@@ -212,10 +240,16 @@ class CurateConfig:
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    sections = filter_sections(cls)
+    kwargs, extra = {}, {}
     for key, value in values.items():
+        if key in sections and key not in known:
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {where}{key} must be a mapping")
+            extra[key] = _build(sections[key], value, f"{where}{key}.")
+            continue
         if key not in known:
-            raise ValueError(f"unknown config key {where}{key!r}; known: {sorted(known)}")
+            raise ValueError(f"unknown config key {where}{key!r}; known: {sorted([*known, *sections])}")
         default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
             else known[key].default
         if dataclasses.is_dataclass(default):
@@ -224,7 +258,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             kwargs[key] = _build(type(default), value, f"{where}{key}.")
         else:
             kwargs[key] = _coerce(value, default, f"{where}{key}")
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    for key, section in extra.items():
+        setattr(built, key, section)
+    return built
 
 
 def _coerce(value: Any, default: Any, name: str) -> Any:

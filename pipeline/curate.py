@@ -1,98 +1,54 @@
-"""`vidmill curate`: list the bucket, run the stages on Ray, write shards, tables and run.json.
+"""`vidmill curate`: the data flow of one run, one call per step.
 
-Inputs that are complete under the same config are skipped, so re-running a killed command
-finishes the rest and gives the same manifest as an uninterrupted run.
+    resume -> analyse + score (streaming) -> decide -> dedup -> transcode -> caption -> write
+
+Inputs that are complete under the same config are skipped, so re-running a killed command finishes
+the rest and gives the same manifest as an uninterrupted run. Every step reads and sets typed clip
+records (records.py); Ray work goes through one StageRunner (executor/runner.py).
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import sys
+import dataclasses
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from vidmill.pipeline import __version__
-from vidmill.pipeline.aesthetic import AestheticScorer
-from vidmill.pipeline.analyze import Analysis, AnalyzeInput, InputRange, RangeAnalysis, error_analysis
-from vidmill.pipeline.caption_stage import CaptionClips, CaptionItem
+from vidmill.pipeline.analysis.analyze import error_result
+from vidmill.pipeline.captions.stage import CaptionClips, CaptionItem
 from vidmill.pipeline.config import CurateConfig
-from vidmill.pipeline.decide import STATUS_COLUMNS, filter_reasons, rank_key
-from vidmill.pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
-from vidmill.pipeline.hashes import ContentHashes
-from vidmill.pipeline.motion import MotionScorer
-from vidmill.pipeline.ocr import TextScorer
-from vidmill.pipeline.quality import TechnicalQuality
-from vidmill.pipeline.ray_plan import ActorPool, Done, fit_to_cluster, init_ray, run_pools
-from vidmill.pipeline.scoring import ScoreBatch
-from vidmill.pipeline.sources import InputRef, list_inputs
-from vidmill.pipeline.spans import ClipSpan
-from vidmill.pipeline.stage import StageStats
-from vidmill.pipeline.transcode import ClipBatch, TranscodeClips
-from vidmill.pipeline.workdir import WorkDir, atomic_write
-from vidmill.pipeline.writers import (
+from vidmill.pipeline.decide import filter_reasons
+from vidmill.pipeline.dedup import mark_duplicates
+from vidmill.pipeline.executor.actor_pool import Done
+from vidmill.pipeline.executor.runner import StageRunner
+from vidmill.pipeline.outcomes import CAPTION_ERROR, TRANSCODE_ERROR
+from vidmill.pipeline.output.report import format_summary, run_summary, write_run_json
+from vidmill.pipeline.output.workdir import WorkDir, atomic_write
+from vidmill.pipeline.output.writers import write_shards, write_table
+from vidmill.pipeline.records import (
     EMBEDDINGS_SCHEMA,
-    INPUTS_SCHEMA,
-    MANIFEST_SCHEMA,
-    SHOTS_SCHEMA,
-    write_shards,
-    write_table,
+    ClipRecord,
+    InputResult,
+    inputs_schema,
+    manifest_schema,
+    shots_schema,
 )
+from vidmill.pipeline.scoring import registered
+from vidmill.pipeline.sources import InputRef, list_inputs
+from vidmill.pipeline.stage import StageStats
+from vidmill.pipeline.stream import AnalyseAndScore
+from vidmill.pipeline.transcode import TranscodeClips, clip_batches
+
+__all__ = ["Curation", "format_summary", "scorer_classes"]
 
 WORK_SECTIONS = ("source", "decode", "shots", "spans", "transcode", "scoring")  # not thresholds
 
 
 def scorer_classes(config: CurateConfig) -> list[type]:
-    s = config.scoring
-    return [cls for cls, on in ((TechnicalQuality, s.quality.enabled), (ContentHashes, True),
-                                (MotionScorer, s.motion.enabled), (TextScorer, s.ocr.enabled),
-                                (AestheticScorer, s.aesthetic.enabled)) if on]
-
-
-@dataclass
-class _InFlight:
-    analysis: Analysis
-    batches_left: int
-    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
-    retryable: bool = False
-
-
-@dataclass
-class _Ranges:
-    results: list[RangeAnalysis] = field(default_factory=list)
-    expected: int = 1
-    retryable: bool = False
-
-
-def clip_batches(clips: list[dict[str, Any]], size: int) -> list[ClipBatch]:
-    """Clips grouped by input, in batches of at most `size` spans (one seek per batch)."""
-    by_input: dict[str, list[dict[str, Any]]] = {}
-    for clip in clips:
-        by_input.setdefault(clip["input_id"], []).append(clip)
-    batches = []
-    for input_id, members in by_input.items():
-        spans = [ClipSpan(c["clip_id"], c["start_s"], c["end_s"]) for c in sorted(members, key=lambda c: c["start_s"])]
-        batches += [ClipBatch(input_id, members[0]["source_uri"], tuple(spans[i:i + size]))
-                    for i in range(0, len(spans), size)]
-    return batches
-
-
-def score_batches(analysis: Analysis, size: int) -> list[ScoreBatch]:
-    """Clips long enough to score, in batches, each with only the frame taps inside its spans."""
-    spans = [ClipSpan(c["clip_id"], c["start_s"], c["end_s"]) for c in analysis.clips
-             if "too_short" not in c["reject_reasons"]]
-    batches = []
-    for i in range(0, len(spans), size):
-        part = tuple(spans[i:i + size])
-        taps = analysis.taps.subset(part[0].start_s, part[-1].end_s)
-        batches.append(ScoreBatch(analysis.input["input_id"], part, taps))
-    return batches
+    """The registered scorers that this config enables, in their order."""
+    return [cls for cls in registered() if cls.enabled(config)]
 
 
 class Curation:
@@ -100,355 +56,168 @@ class Curation:
         self.input_uri, self.output, self.config = input_uri, Path(output), config
         self.progress = progress
         self.work = WorkDir(self.output, config.fingerprint(*WORK_SECTIONS))
-        self.records: dict[str, dict[str, Any]] = {}
         self.scorers = scorer_classes(config)
-        self.stats = {name: StageStats() for name in ["analyze", "transcode", *(c.name for c in self.scorers),
-                                                      "dedup", "caption"]}
+        self.runner = StageRunner(stats={name: StageStats() for name in
+                                         ["analyze", "transcode", *(c.name for c in self.scorers), "dedup", "caption"]})
+        self.results: dict[str, InputResult] = {}
         self.resumed = 0
-        self.address: str | None = None
         self.transcode_errors: dict[str, str] = {}
 
     def run(self, address: str | None = None) -> dict[str, Any]:
         started = time.time()
-        self.address = address
+        self.runner.address = address
         self.output.mkdir(parents=True, exist_ok=True)
         refs = list_inputs(self.input_uri, self.config.source)
-        todo = []
-        for ref in refs:
-            record = self.work.load(ref.input_id)
-            if record is None:
-                todo.append(ref)
-            else:
-                self.records[ref.input_id] = record
-        self.resumed = len(refs) - len(todo)
+        todo = self.resume(refs)
         if todo:
-            init_ray(address)
-            self._process(todo)
-        return self._finalize(refs, started)
+            self.analyse_and_score(todo)
+        results = [self.results.get(ref.input_id) or error_result(ref, "not processed") for ref in refs]
+        clips = [clip for result in results for clip in result.clips]
+        self.decide(clips)
+        mark_duplicates(clips, self.config.thresholds, self.runner, self.config.ray.dedup)
+        self.transcode([c for c in clips if c.kept])
+        if self.config.captions.enabled:
+            self.caption([c for c in clips if c.kept])
+        self.write(results, clips)
+        summary = run_summary(self.input_uri, self.output, self.config, [r.input for r in results],
+                              sum(len(r.shots) for r in results), clips, self.runner.stats, self.resumed, started)
+        write_run_json(summary, self.output)
+        return summary
 
-    # -- streaming over Ray -------------------------------------------------------------------
-    def _process(self, todo: list[InputRef]) -> None:
-        cfg = self.config
-        analyze = ActorPool("analyze", partial(AnalyzeInput, cfg), cfg.ray.analyze,
-                            lambda rng: cfg.decode.input_deadline_s(rng.ref.size_bytes))
-        assembler = AnalyzeInput(cfg)
-        ranges: dict[str, _Ranges] = {}
-        scoring = [ActorPool(cls.name, partial(cls, cfg), cls.resources(cfg), cfg.decode.input_timeout_s)
-                   for cls in self.scorers]
-        transcode = self._transcode_pool()
-        status_column = {cls.name: cls.status_column for cls in self.scorers}
-        in_flight: dict[str, _InFlight] = {}
-        bar = tqdm(total=len(todo), desc="analyse + score", unit="video", disable=not self.progress)
+    # -- steps, in order ----------------------------------------------------------------------
+    def resume(self, refs: list[InputRef]) -> list[InputRef]:
+        """Load the inputs finished under this config; return the rest."""
+        for ref in refs:
+            result = self.work.load(ref.input_id)
+            if result is not None:
+                self.results[ref.input_id] = result
+        self.resumed = len(self.results)
+        return [ref for ref in refs if ref.input_id not in self.results]
 
-        def on_done(pool: ActorPool, done: Done) -> None:
-            if pool is transcode:
-                self._transcoded(done)
-                return
-            stats = self.stats[pool.name]
-            stats.items += 1
-            stats.busy_s += done.seconds
-            if done.error:
-                stats.errors += 1
-                stats.timeouts += "timed out" in done.error
-                stats.worker_deaths += "worker died" in done.error
-            if pool is analyze:  # a long input comes back in ranges: wait for all, then join them
-                parts = ranges.setdefault(done.tag, _Ranges())
-                parts.results.append(RangeAnalysis(done.item, error=done.error) if done.error else done.value)
-                parts.retryable |= done.retryable
-                for rng in parts.results[-1].rest:  # before other inputs: finish what has started
-                    analyze.submit(done.tag, rng, first=True)
-                    parts.expected += 1
-                if len(parts.results) < parts.expected:
-                    return
-                del ranges[done.tag]
-                analysis = assembler.assemble(done.item.ref, parts.results)
-                state = _InFlight(analysis, 0, retryable=parts.retryable)
-                for batch in score_batches(analysis, cfg.scoring.clips_per_task):
-                    for scorer in scoring:
-                        scorer.submit(done.tag, batch)
-                        state.batches_left += 1
-                in_flight[done.tag] = state
-            else:
-                state = in_flight[done.tag]
-                state.batches_left -= 1
-                state.retryable |= done.retryable
-                values = done.value or {span.clip_id: {status_column[pool.name]: f"error: {done.error}"}
-                                        for span in done.item.clips}
-                for clip_id, columns in values.items():
-                    state.scores.setdefault(clip_id, {}).update(columns)
-            if state.batches_left == 0:
-                analysis = self._store(in_flight.pop(done.tag))
-                for batch in clip_batches(self._passing(analysis.clips), cfg.transcode.clips_per_task):
-                    transcode.submit(batch.input_id, batch)
-                bar.update(1)
+    def analyse_and_score(self, todo: list[InputRef]) -> None:
+        AnalyseAndScore(self.config, self.runner, self.scorers, self.finished, self.passing, self.transcoded,
+                        self.progress).run(todo)
 
-        pools = [analyze, *scoring, transcode]
-        fit_to_cluster(pools)
-        try:
-            run_pools(analyze, ((ref.input_id, InputRange(ref, split=True)) for ref in todo), on_done, pools)
-        finally:
-            bar.close()
-            for pool in pools:
-                pool.shutdown()
+    def finished(self, result: InputResult, retryable: bool) -> None:
+        """An input analysed and scored: its marker is written, unless a worker died (then it is reported
+        now and redone on the next run)."""
+        result.taps = None
+        if not retryable:
+            self.work.save(result)
+        self.results[result.input.input_id] = result
 
-    def _store(self, state: _InFlight) -> Analysis:
-        analysis = state.analysis
-        for clip in analysis.clips:
-            clip.update(state.scores.get(clip["clip_id"], {}))
-        input_id = analysis.input["input_id"]
-        if state.retryable:  # a worker died: report it now, redo it on the next run
-            self.records[input_id] = asdict_record(analysis)
-            return analysis
-        self.work.save(analysis)
-        self.records[input_id] = self.work.load(input_id)
-        return analysis
-
-    def _passing(self, clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def passing(self, clips: list[ClipRecord]) -> list[ClipRecord]:
         """Clips that pass every per-clip threshold and have no clip file yet: transcoded while the
         rest of the bucket is analysed (global dedup may still drop a few of them at the end)."""
         th = self.config.thresholds
-        return [c for c in clips if not c["reject_reasons"] and not filter_reasons(c, th)
-                and not self.work.clip_path(c["input_id"], c["clip_id"]).exists()]
+        return [c for c in clips if c.kept and not filter_reasons(c.scores, th)
+                and not self.work.clip_path(c.input_id, c.clip_id).exists()]
 
-    def _transcode_pool(self) -> ActorPool:
+    def decide(self, clips: list[ClipRecord]) -> None:
+        """Thresholds: every scorer's reasons join the span's own."""
+        th = self.config.thresholds
+        for clip in clips:
+            for reason in filter_reasons(clip.scores, th):
+                clip.reject(reason)
+
+    def transcode(self, kept: list[ClipRecord]) -> None:
+        """Transcode kept clips not made yet (e.g. after a threshold change); made files are reused."""
         cfg = self.config
-        return ActorPool("transcode", partial(TranscodeClips, cfg), cfg.ray.transcode, cfg.decode.input_timeout_s)
+        todo = [c for c in kept if not self.work.clip_path(c.input_id, c.clip_id).exists()
+                and c.clip_id not in self.transcode_errors]  # failed once in this run: not again
+        if todo:
+            bar = tqdm(total=len(todo), desc="transcode", unit="clip", disable=not self.progress)
 
-    def _transcoded(self, done: Done) -> None:
+            def collect(done: Done) -> None:
+                self.transcoded(done)
+                bar.update(len(done.item.clips))
+
+            pool = self.runner.pool(TranscodeClips, cfg, resources=cfg.ray.transcode,
+                                    timeout_s=cfg.decode.input_timeout_s)
+            try:
+                self.runner.map(pool, ((b.input_id, b) for b in clip_batches(todo, cfg.transcode.clips_per_task)),
+                                collect)
+            finally:
+                bar.close()
+        for clip in kept:
+            path = self.work.clip_path(clip.input_id, clip.clip_id)
+            if path.exists():
+                clip.clip_bytes = path.stat().st_size
+            else:
+                clip.error = self.transcode_errors.get(clip.clip_id, "transcode: no output")
+                clip.reject(TRANSCODE_ERROR.name)
+
+    def transcoded(self, done: Done) -> None:
         """Save each finished clip file as it arrives (a crash loses none) and record failures."""
-        stats = self.stats["transcode"]
-        stats.items += 1
-        stats.busy_s += done.seconds
         if done.error:
-            stats.errors += 1
             self.transcode_errors.update({span.clip_id: done.error for span in done.item.clips})
             return
         for clip_id, data in done.value.videos.items():
             atomic_write(self.work.clip_path(done.item.input_id, clip_id), data)
         self.transcode_errors.update(done.value.errors)
-        stats.add({"clips": len(done.value.videos), "frames_out": done.value.frames_out})
+        self.runner.stats["transcode"].add({"clips": len(done.value.videos), "frames_out": done.value.frames_out})
 
-    # -- outputs ------------------------------------------------------------------------------
-    def _finalize(self, refs: list[InputRef], started: float) -> dict[str, Any]:
-        inputs, shots, clips = [], [], []
-        for ref in refs:
-            record = self.records.get(ref.input_id) or asdict_record(error_analysis(ref, "not processed"))
-            inputs.append(record["input"])
-            shots += [{"input_id": ref.input_id, **asdict(s)} for s in record["shots"]]
-            clips += [{**clip, "reject_reasons": list(clip["reject_reasons"]), "kept": not clip["reject_reasons"],
-                       "error": None, "clip_bytes": None, "shard": None, "key": None} for clip in record["clips"]]
-        self._decide(clips)
-        self._transcode([c for c in clips if c["kept"]])
-        if self.config.captions.enabled:
-            self._caption([c for c in clips if c["kept"]])
-        kept = [c for c in clips if c["kept"]]
-        embeddings = [{"clip_id": c["clip_id"], "clip_embedding": c.pop("clip_embedding")}
-                      for c in clips if c.get("clip_embedding") is not None]
-        for clip in clips:
-            clip.pop("clip_embedding", None)
-        write_table(embeddings, EMBEDDINGS_SCHEMA, self.output / "embeddings.parquet")
-        write_shards(kept, lambda r: self.work.clip_path(r["input_id"], r["clip_id"]).read_bytes(),
-                     lambda r: {"txt": r["caption"].encode()} if r.get("caption") else {},
-                     self.output / "shards", self.config.shards)
-        write_table(inputs, INPUTS_SCHEMA, self.output / "inputs.parquet")
-        write_table(shots, SHOTS_SCHEMA, self.output / "shots.parquet")
-        write_table(clips, MANIFEST_SCHEMA, self.output / "manifest.parquet")
-        summary = self._run_json(inputs, shots, clips, started)
-        atomic_write(self.output / "run.json", json.dumps(summary, indent=2, default=str).encode())
-        return summary
-
-    def _decide(self, clips: list[dict[str, Any]]) -> None:
-        """Thresholds, then global dedup among what passes them; sets reject_reasons, kept, dup columns."""
-        th = self.config.thresholds
-        for clip in clips:
-            clip["reject_reasons"] = list(clip["reject_reasons"]) + filter_reasons(clip, th)
-            clip["kept"] = clip["kept"] and not clip["reject_reasons"]
-            clip["dup_group"] = clip["dup_of"] = None
-        candidates = [c for c in clips if c["kept"] and c.get("phashes")]
-        if not th.dedup or len(candidates) < 2:
-            return
-        items = [DedupItem(c["clip_id"], c["content_hash"], tuple(int(h, 16) for h in c["phashes"]),
-                           tuple(c["clip_embedding"]) if c.get("clip_embedding") else None) for c in candidates]
-        parts = partitions(buckets(items, th.lsh_bands), max(1, self.config.ray.dedup.concurrency * 4))
-        pairs: set[tuple[str, str]] = set()
-        if parts:
-            init_ray(self.address)
-            rule = DedupRule(th.phash_distance_max, th.clip_cosine_min)
-            pool = ActorPool("dedup", partial(NearDuplicatePairs, rule), self.config.ray.dedup)
-            fit_to_cluster([pool])
-
-            def collect(_pool: ActorPool, done: Done) -> None:
-                if done.error:
-                    raise RuntimeError(f"dedup failed: {done.error}")
-                self.stats["dedup"].items += 1
-                self.stats["dedup"].busy_s += done.seconds
-                pairs.update(done.value)
-
-            try:
-                run_pools(pool, enumerate(parts), collect, [pool])
-            finally:
-                pool.shutdown()
-        by_id = {c["clip_id"]: c for c in candidates}
-        groups = duplicate_groups(list(by_id), pairs, {k: rank_key(v) for k, v in by_id.items()})
-        for clip_id, (group, dup_of) in groups.items():
-            clip = by_id[clip_id]
-            clip["dup_group"], clip["dup_of"] = group, dup_of
-            if dup_of is not None:
-                clip["reject_reasons"].append("duplicate")
-                clip["kept"] = False
-
-    def _transcode(self, kept: list[dict[str, Any]]) -> None:
-        """Transcode kept clips not made yet (e.g. after a threshold change); made files are reused."""
-        cfg = self.config
-        todo = [c for c in kept if not self.work.clip_path(c["input_id"], c["clip_id"]).exists()
-                and c["clip_id"] not in self.transcode_errors]  # failed once in this run: not again
-        if todo:
-            init_ray(self.address)
-            pool = self._transcode_pool()
-            fit_to_cluster([pool])
-            bar = tqdm(total=len(todo), desc="transcode", unit="clip", disable=not self.progress)
-
-            def collect(_pool: ActorPool, done: Done) -> None:
-                self._transcoded(done)
-                bar.update(len(done.item.clips))
-
-            try:
-                run_pools(pool, ((b.input_id, b) for b in clip_batches(todo, cfg.transcode.clips_per_task)),
-                          collect, [pool])
-            finally:
-                bar.close()
-                pool.shutdown()
-        for clip in kept:
-            path = self.work.clip_path(clip["input_id"], clip["clip_id"])
-            if path.exists():
-                clip["clip_bytes"] = path.stat().st_size
-            else:
-                clip["error"] = self.transcode_errors.get(clip["clip_id"], "transcode: no output")
-                clip["reject_reasons"].append("transcode_error")
-                clip["kept"] = False
-
-    def _caption(self, kept: list[dict[str, Any]]) -> None:
+    def caption(self, kept: list[ClipRecord]) -> None:
         """Per-second captions for kept clips; stored captions (same captioner settings) are reused."""
         cfg = self.config.captions
         fingerprint = cfg.fingerprint()
         results, todo = {}, []
         for clip in kept:
-            stored = self.work.load_caption(clip["clip_id"], fingerprint)
+            stored = self.work.load_caption(clip.clip_id, fingerprint)
             if stored is not None:
-                results[clip["clip_id"]] = stored
+                results[clip.clip_id] = stored
             else:
-                todo.append(CaptionItem(clip["clip_id"], clip["duration_s"],
-                                        self.work.clip_path(clip["input_id"], clip["clip_id"]).read_bytes(),
-                                        clip.get("camera_motion"), clip.get("text_area_max")))
+                todo.append(CaptionItem(clip.clip_id, clip.duration_s,
+                                        self.work.clip_path(clip.input_id, clip.clip_id).read_bytes(),
+                                        clip.scores.get("camera_motion"), clip.scores.get("text_area_max")))
         started = time.time()
+
+        def collect(done: Done) -> None:
+            for result in done.value or [{"clip_id": i.clip_id, "error": done.error, "captioner": cfg.backend}
+                                         for i in done.item]:
+                results[result["clip_id"]] = result
+                if result.get("caption"):  # saved as it arrives: a crash loses no finished caption
+                    self.work.save_caption(result["clip_id"], fingerprint, result)
+
+        pool = self.runner.pool(CaptionClips, self.config, resources=self.config.ray.caption,
+                                timeout_s=cfg.timeout_s * (cfg.retries + 1) * 4 + cfg.health_timeout_s)
         if todo:
-            init_ray(self.address)
-            pool = ActorPool("caption", partial(CaptionClips, self.config), self.config.ray.caption,
-                             cfg.timeout_s * (cfg.retries + 1) * 4 + cfg.health_timeout_s)
-            fit_to_cluster([pool])
-
-            def collect(_pool: ActorPool, done: Done) -> None:
-                stats = self.stats["caption"]
-                stats.items += len(done.item)
-                stats.busy_s += done.seconds
-                for result in done.value or [{"clip_id": i.clip_id, "error": done.error, "captioner": cfg.backend}
-                                             for i in done.item]:
-                    results[result["clip_id"]] = result
-                    if result.get("caption"):  # saved as it arrives: a crash loses no finished caption
-                        self.work.save_caption(result["clip_id"], fingerprint, result)
-                    else:
-                        stats.errors += 1
-
-            try:
-                batches = [tuple(todo[i:i + cfg.clips_per_task]) for i in range(0, len(todo), cfg.clips_per_task)]
-                run_pools(pool, enumerate(batches), collect, [pool])
-            finally:
-                pool.shutdown()
-        wall = time.time() - started
-        tokens = sum(results[c["clip_id"]].get("tokens_out", 0) for c in kept if c["clip_id"] in results)
-        self.stats["caption"].add({"requested": len(todo), "reused": len(kept) - len(todo),
-                                   "output_tokens": tokens, "wall_s": round(wall, 3)})
+            batches = [tuple(todo[i:i + cfg.clips_per_task]) for i in range(0, len(todo), cfg.clips_per_task)]
+            self.runner.map(pool, enumerate(batches), collect, weight=len)
+        tokens = sum(results[c.clip_id].get("tokens_out", 0) for c in kept if c.clip_id in results)
+        self.runner.stats["caption"].add({"requested": len(todo), "reused": len(kept) - len(todo),
+                                          "failed": sum(not results.get(c.clip_id, {}).get("caption") for c in kept),
+                                          "output_tokens": tokens, "wall_s": round(time.time() - started, 3)})
         for clip in kept:
-            result = results.get(clip["clip_id"], {"error": "not captioned"})
-            caption = result.get("caption")
-            clip.update({
-                "caption": caption["summary"] if caption else None,
-                "captions_per_second": [s["caption"] for s in caption["seconds"]] if caption else None,
-                "captioner": result.get("captioner"), "caption_tokens_in": result.get("tokens_in"),
-                "caption_tokens_out": result.get("tokens_out"), "caption_latency_s": result.get("latency_s"),
-                "caption_error": None if caption else result.get("error"),
-                "caption_raw": None if caption else result.get("raw"),
-            })
-            if not caption:
-                clip["reject_reasons"].append("caption_error")
-                clip["kept"] = False
+            apply_caption(clip, results.get(clip.clip_id, {"error": "not captioned"}))
 
-    def _caption_throughput(self) -> dict[str, float]:
-        extra = self.stats["caption"].extra
-        wall = extra.get("wall_s", 0.0)
-        if not extra.get("requested") or not wall:
-            return {}
-        return {"caption_clips_per_s": round(extra["requested"] / wall, 4),
-                "caption_output_tokens_per_s": round(extra["output_tokens"] / wall, 4)}
-
-    def _run_json(self, inputs: list[dict], shots: list[dict], clips: list[dict], started: float) -> dict:
-        wall = time.time() - started
-        video_s = sum(r["duration_s"] or 0.0 for r in inputs)
-        reasons = Counter(reason for c in clips for reason in c["reject_reasons"])
-        counts = {
-            "inputs": len(inputs), "inputs_ok": sum(r["status"] == "ok" for r in inputs),
-            "inputs_error": sum(r["status"] == "error" for r in inputs), "inputs_resumed": self.resumed,
-            "shots": len(shots), "clips": len(clips), "clips_kept": sum(c["kept"] for c in clips),
-            "clips_rejected": sum(not c["kept"] for c in clips), "reject_reasons": dict(sorted(reasons.items())),
-            "video_seconds": round(video_s, 3),
-            "not_scored": {stage: Counter(str(c.get(col)) for c in clips
-                                          if str(c.get(col) or "").startswith("not_scored"))
-                           for stage, col in STATUS_COLUMNS.items()},
-        }
-        return {
-            "vidmill_version": __version__, "command": sys.argv, "input": self.input_uri,
-            "output": str(self.output), "config": self.config.to_dict(), "versions": versions(),
-            "counts": counts, "stages": {name: asdict(s) for name, s in self.stats.items()},
-            "wall_s": round(wall, 3),
-            "throughput": {"inputs_per_s": round(len(inputs) / wall, 4), "video_s_per_s": round(video_s / wall, 4),
-                           "clips_per_s": round(counts["clips_kept"] / wall, 4), **self._caption_throughput()},
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        }
+    def write(self, results: list[InputResult], clips: list[ClipRecord]) -> None:
+        """embeddings.parquet, the shards (kept clips), then inputs / shots / manifest tables."""
+        embeddings = [{"clip_id": c.clip_id, "clip_embedding": c.scores.pop("clip_embedding")}
+                      for c in clips if c.scores.get("clip_embedding") is not None]
+        for clip in clips:
+            clip.scores.pop("clip_embedding", None)
+        write_table(embeddings, EMBEDDINGS_SCHEMA, self.output / "embeddings.parquet")
+        placed = write_shards([c.row() for c in clips if c.kept],
+                              lambda r: self.work.clip_path(r["input_id"], r["clip_id"]).read_bytes(),
+                              lambda r: {"txt": r["caption"].encode()} if r.get("caption") else {},
+                              self.output / "shards", self.config.shards)
+        for clip in clips:
+            clip.shard, clip.key = placed.get(clip.clip_id, (None, None))
+        write_table([r.input.row() for r in results], inputs_schema(), self.output / "inputs.parquet")
+        shots = [{"input_id": r.input.input_id, **dataclasses.asdict(s)} for r in results for s in r.shots]
+        write_table(shots, shots_schema(), self.output / "shots.parquet")
+        write_table([c.row() for c in clips], manifest_schema(), self.output / "manifest.parquet")
 
 
-def asdict_record(analysis: Analysis) -> dict[str, Any]:
-    return {"input": analysis.input, "shots": analysis.shots, "clips": analysis.clips}
-
-
-def versions() -> dict[str, str]:
-    import av
-    import cv2
-    import numpy
-    import pyarrow
-    import ray
-    import scenedetect
-    import webdataset
-
-    return {"python": platform.python_version(), "ray": ray.__version__, "av": av.__version__,
-            "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-            "scenedetect": scenedetect.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__,
-            "pyarrow": pyarrow.__version__, "webdataset": getattr(webdataset, "__version__", "unknown")}
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    c = summary["counts"]
-    lines = [
-        f"vidmill curate: {summary['input']} -> {summary['output']}",
-        f"  inputs   {c['inputs']} ({c['inputs_ok']} ok, {c['inputs_error']} error, {c['inputs_resumed']} resumed)",
-        f"  shots    {c['shots']}",
-        f"  clips    {c['clips']} candidates, {c['clips_kept']} kept, {c['clips_rejected']} rejected",
-    ]
-    for reason, n in c["reject_reasons"].items():
-        lines.append(f"           {n:5d} {reason}")
-    for stage, statuses in c["not_scored"].items():
-        for status, n in statuses.items():
-            lines.append(f"  {stage}: {status} for {n} clips; no {stage} threshold applied")
-    t = summary["throughput"]
-    lines.append(f"  wall     {summary['wall_s']:.1f}s, {c['video_seconds']:.1f} video-s "
-                 f"({t['video_s_per_s']:.2f} video-s/s, {t['clips_per_s']:.2f} kept clips/s)")
-    return "\n".join(lines)
+def apply_caption(clip: ClipRecord, result: dict[str, Any]) -> None:
+    caption = result.get("caption")
+    clip.caption = caption["summary"] if caption else None
+    clip.captions_per_second = [s["caption"] for s in caption["seconds"]] if caption else None
+    clip.captioner = result.get("captioner")
+    clip.caption_tokens_in, clip.caption_tokens_out = result.get("tokens_in"), result.get("tokens_out")
+    clip.caption_latency_s = result.get("latency_s")
+    clip.caption_error = None if caption else result.get("error")
+    clip.caption_raw = None if caption else result.get("raw")
+    if not caption:
+        clip.reject(CAPTION_ERROR.name)

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidmill.pipeline.hashes import hamming
+from vidmill.pipeline.config import StageResources, Thresholds
+from vidmill.pipeline.decide import rank_key
+from vidmill.pipeline.executor.actor_pool import Done
+from vidmill.pipeline.executor.runner import StageRunner
+from vidmill.pipeline.outcomes import DUPLICATE
+from vidmill.pipeline.records import ClipRecord
+from vidmill.pipeline.scoring.hashes import hamming
 from vidmill.pipeline.stage import Stage
 
 
@@ -107,3 +113,32 @@ def duplicate_groups(clip_ids: list[str], pairs: set[tuple[str, str]], rank: dic
         for c in group:
             out[c] = (group_id, None if c == best else best)
     return out
+
+
+def mark_duplicates(clips: list[ClipRecord], th: Thresholds, runner: StageRunner, resources: StageResources) -> None:
+    """Global dedup among the clips still kept: set dup_group / dup_of, reject all but the best of a group."""
+    candidates = [c for c in clips if c.kept and c.scores.get("phashes")]
+    if not th.dedup or len(candidates) < 2:
+        return
+    items = [DedupItem(c.clip_id, c.scores["content_hash"], tuple(int(h, 16) for h in c.scores["phashes"]),
+                       tuple(c.scores["clip_embedding"]) if c.scores.get("clip_embedding") else None)
+             for c in candidates]
+    parts = partitions(buckets(items, th.lsh_bands), max(1, resources.concurrency * 4))
+    pairs: set[tuple[str, str]] = set()
+
+    def collect(done: Done) -> None:
+        if done.error:
+            raise RuntimeError(f"dedup failed: {done.error}")
+        pairs.update(done.value)
+
+    if parts:
+        pool = runner.pool(NearDuplicatePairs, DedupRule(th.phash_distance_max, th.clip_cosine_min),
+                           resources=resources)
+        runner.map(pool, enumerate(parts), collect)
+    by_id = {c.clip_id: c for c in candidates}
+    groups = duplicate_groups(list(by_id), pairs, {k: rank_key(v.row()) for k, v in by_id.items()})
+    for clip_id, (group, dup_of) in groups.items():
+        clip = by_id[clip_id]
+        clip.dup_group, clip.dup_of = group, dup_of
+        if dup_of is not None:
+            clip.reject(DUPLICATE.name)

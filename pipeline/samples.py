@@ -130,8 +130,10 @@ def write_video(path: Path, frames: Iterator[tuple[float, np.ndarray]], *, fps: 
         stream.codec_context.time_base = time_base
         stream.time_base = time_base
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        stream.codec_context.thread_count = 1  # byte-identical output on every machine
+        # one thread and no macroblock tree: byte-identical output on every run (x264's mbtree path
+        # gave different bytes for the same frames now and then, even on one thread)
+        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
+        stream.codec_context.thread_count = 1
         if rotation:
             stream.set_display_rotation(rotation)
         if sar:

@@ -1,6 +1,7 @@
 """The stage contract: a small class with one job, declared resources, and per-item bookkeeping.
 
-A stage never imports Ray; pipeline/ray_plan.py decides where and how many copies run.
+A stage never imports Ray; the runner (pipeline/executor/) decides where and how many copies run, and
+keeps each stage's StageStats.
 """
 
 from __future__ import annotations

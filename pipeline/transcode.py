@@ -12,10 +12,11 @@ from fractions import Fraction
 
 import av
 
+from vidmill.pipeline.analysis.decode import DecodedFrame, DecodeError, VideoReader, scaled_to
+from vidmill.pipeline.analysis.spans import ClipSpan
 from vidmill.pipeline.config import CurateConfig
-from vidmill.pipeline.decode import DecodedFrame, DecodeError, VideoReader, scaled_to
+from vidmill.pipeline.records import ClipRecord
 from vidmill.pipeline.sources import open_input
-from vidmill.pipeline.spans import ClipSpan
 from vidmill.pipeline.stage import Stage
 
 
@@ -31,6 +32,19 @@ class TranscodeResult:
     videos: dict[str, bytes] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     frames_out: int = 0
+
+
+def clip_batches(clips: list[ClipRecord], size: int) -> list[ClipBatch]:
+    """Clips grouped by input, in batches of at most `size` spans (one seek per batch)."""
+    by_input: dict[str, list[ClipRecord]] = {}
+    for clip in clips:
+        by_input.setdefault(clip.input_id, []).append(clip)
+    batches = []
+    for input_id, members in by_input.items():
+        spans = [ClipSpan(c.clip_id, c.start_s, c.end_s) for c in sorted(members, key=lambda c: c.start_s)]
+        batches += [ClipBatch(input_id, members[0].source_uri, tuple(spans[i:i + size]))
+                    for i in range(0, len(spans), size)]
+    return batches
 
 
 class _ClipEncoder:

@@ -30,7 +30,7 @@ def truth(samples: Path) -> dict:
 
 @pytest.fixture()
 def local_ray():
-    from vidmill.pipeline.ray_plan import init_ray
+    from vidmill.pipeline.executor.runner import init_ray
 
     init_ray(None)
     yield
@@ -41,7 +41,7 @@ def curated(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample bucket curated once with default settings on local Ray."""
     from vidmill.pipeline.config import CurateConfig
     from vidmill.pipeline.curate import Curation
-    from vidmill.pipeline.ray_plan import init_ray
+    from vidmill.pipeline.executor.runner import init_ray
 
     init_ray(None)
     out = tmp_path_factory.mktemp("curated")

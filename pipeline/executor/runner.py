@@ -1,0 +1,115 @@
+"""The stage runner: the one place that starts Ray, fits pools to the cluster, runs them until they
+drain, counts every finished item into its stage's statistics, and shuts the pools down.
+
+A phase of the pipeline is `runner.run({pool: handler, ...}, feed)`: the items of `feed` go to their
+pools, each finished item (`Done`) to its pool's handler, which may submit follow-up work to any pool
+(analysis results stream into scorers, scored inputs into transcode). Deadlines and retries are the
+pools' (actor_pool.py); counts, busy time, errors, timeouts and worker deaths are recorded here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import ray
+
+from vidmill.pipeline.config import StageResources
+from vidmill.pipeline.executor.actor_pool import ActorPool, Done
+from vidmill.pipeline.outcomes import FailureKind
+from vidmill.pipeline.stage import Stage, StageStats
+
+Handler = Callable[[Done], None]
+
+
+class StageRunner:
+    def __init__(self, address: str | None = None, stats: dict[str, StageStats] | None = None):
+        self.address = address
+        self.stats: dict[str, StageStats] = stats if stats is not None else {}
+
+    def pool(self, stage: type[Stage] | Callable[..., Stage], *args: Any, name: str | None = None,
+             resources: StageResources, timeout_s: float | Callable[[Any], float] | None = None,
+             retries: int = 1) -> ActorPool:
+        """A pool of actors each building `stage(*args)`; not started until `run`."""
+        name = name or getattr(stage, "name", "stage")
+        self.stats.setdefault(name, StageStats())
+        return ActorPool(name, partial(stage, *args), resources, timeout_s, retries)
+
+    def run(self, handlers: dict[ActorPool, Handler], feed: Iterable[tuple[ActorPool, Any, Any]],
+            weight: Callable[[Any], int] = lambda item: 1) -> None:
+        """Start Ray, submit `feed` ((pool, tag, item) triples), poll every pool until all drain."""
+        init_ray(self.address)
+        pools = list(handlers)
+        fit_to_cluster(pools)
+        try:
+            for pool, tag, item in feed:
+                pool.submit(tag, item)
+            while any(p.pending for p in pools):
+                for pool in pools:
+                    for done in pool.poll(wait_s=0.05 if len(pools) > 1 else 0.5):
+                        self.count(pool.name, done, weight(done.item))
+                        handlers[pool](done)
+        finally:
+            for pool in pools:
+                pool.shutdown()
+
+    def map(self, pool: ActorPool, items: Iterable[tuple[Any, Any]], handler: Handler,
+            weight: Callable[[Any], int] = lambda item: 1) -> None:
+        """One pool over (tag, item) pairs."""
+        self.run({pool: handler}, ((pool, tag, item) for tag, item in items), weight)
+
+    def count(self, name: str, done: Done, items: int = 1) -> None:
+        stats = self.stats.setdefault(name, StageStats())
+        stats.items += items
+        stats.busy_s += done.seconds
+        if done.error:
+            stats.errors += 1
+            stats.timeouts += done.failure is FailureKind.TIMEOUT
+            stats.worker_deaths += done.failure is FailureKind.WORKER_DIED
+
+
+def _packs(sizes: list[float], capacities: list[float]) -> bool:
+    """First-fit decreasing: can actors of these CPU sizes all be placed on nodes of these capacities?"""
+    free = sorted(capacities, reverse=True)
+    for size in sorted(sizes, reverse=True):
+        for i, room in enumerate(free):
+            if size <= room + 1e-9:
+                free[i] = room - size
+                break
+        else:
+            return False
+    return True
+
+
+def fit_to_cluster(pools: list[ActorPool]) -> None:
+    """Shrink CPU reservations when the pools' actors cannot all be placed on the cluster's nodes.
+
+    Pools keep idle actors alive, so an actor that fits nowhere (too few CPUs in total, or spread
+    over nodes so no node has room) would wait forever: a deadlock. Then every actor reserves
+    `smallest node / number of actors`, which fits wherever Ray puts them. Real CPU use is not capped.
+    """
+    sizes = [p.resources.num_cpus for p in pools for _ in range(p.resources.concurrency)]
+    capacities = [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    capacities = [c for c in capacities if c > 0]
+    if not capacities or _packs(sizes, capacities):
+        return
+    share = round(min(capacities) / len(sizes), 4)
+    for pool in pools:
+        pool.reserve(replace(pool.resources, num_cpus=min(pool.resources.num_cpus, share)))
+    print(f"vidmill: {len(sizes)} stage actors asking for {sum(sizes):.2f} CPUs do not fit on nodes with "
+          f"{capacities} CPUs: each reserves {share} CPU instead", flush=True)
+
+
+def init_ray(address: str | None) -> None:
+    """Local Ray on 127.0.0.1 by default; an existing cluster with --address or RAY_ADDRESS."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    else:  # "local": a fresh instance, never a cluster some earlier `ray start` left on this machine
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+

@@ -1,0 +1,97 @@
+"""The run summary: run.json (config, versions, per-stage counts, wall time, throughput) and the lines
+`vidmill curate` prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from vidmill import __version__
+from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.outcomes import ScoreState
+from vidmill.pipeline.output.workdir import atomic_write
+from vidmill.pipeline.records import ClipRecord, InputRecord
+from vidmill.pipeline.scoring import registered
+from vidmill.pipeline.stage import StageStats
+
+
+def run_summary(input_uri: str, output: Path, config: CurateConfig, inputs: list[InputRecord], n_shots: int,
+                clips: list[ClipRecord], stats: dict[str, StageStats], resumed: int, started: float
+                ) -> dict[str, Any]:
+    wall = time.time() - started
+    video_s = sum(r.duration_s or 0.0 for r in inputs)
+    reasons = Counter(reason for c in clips for reason in c.reject_reasons)
+    not_scored = {}
+    for scorer in registered():
+        statuses = [scorer.status(c.scores) for c in clips]
+        not_scored[scorer.name] = Counter(str(s) for s in statuses
+                                          if s is not None and s.state is ScoreState.NOT_SCORED)
+    counts = {
+        "inputs": len(inputs), "inputs_ok": sum(r.status == "ok" for r in inputs),
+        "inputs_error": sum(r.status == "error" for r in inputs), "inputs_resumed": resumed,
+        "shots": n_shots, "clips": len(clips), "clips_kept": sum(c.kept for c in clips),
+        "clips_rejected": sum(not c.kept for c in clips), "reject_reasons": dict(sorted(reasons.items())),
+        "video_seconds": round(video_s, 3), "not_scored": not_scored,
+    }
+    return {
+        "vidmill_version": __version__, "command": sys.argv, "input": input_uri,
+        "output": str(output), "config": config.to_dict(), "versions": versions(),
+        "counts": counts, "stages": {name: dataclasses.asdict(s) for name, s in stats.items()},
+        "wall_s": round(wall, 3),
+        "throughput": {"inputs_per_s": round(len(inputs) / wall, 4), "video_s_per_s": round(video_s / wall, 4),
+                       "clips_per_s": round(counts["clips_kept"] / wall, 4), **caption_throughput(stats)},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+    }
+
+
+def write_run_json(summary: dict[str, Any], output: Path) -> None:
+    atomic_write(output / "run.json", json.dumps(summary, indent=2, default=str).encode())
+
+
+def caption_throughput(stats: dict[str, StageStats]) -> dict[str, float]:
+    extra = stats["caption"].extra if "caption" in stats else {}
+    wall = extra.get("wall_s", 0.0)
+    if not extra.get("requested") or not wall:
+        return {}
+    return {"caption_clips_per_s": round(extra["requested"] / wall, 4),
+            "caption_output_tokens_per_s": round(extra["output_tokens"] / wall, 4)}
+
+
+def versions() -> dict[str, str]:
+    import av
+    import cv2
+    import numpy
+    import pyarrow
+    import ray
+    import scenedetect
+    import webdataset
+
+    return {"python": platform.python_version(), "ray": ray.__version__, "av": av.__version__,
+            "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "scenedetect": scenedetect.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__,
+            "pyarrow": pyarrow.__version__, "webdataset": getattr(webdataset, "__version__", "unknown")}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    lines = [
+        f"vidmill curate: {summary['input']} -> {summary['output']}",
+        f"  inputs   {c['inputs']} ({c['inputs_ok']} ok, {c['inputs_error']} error, {c['inputs_resumed']} resumed)",
+        f"  shots    {c['shots']}",
+        f"  clips    {c['clips']} candidates, {c['clips_kept']} kept, {c['clips_rejected']} rejected",
+    ]
+    for reason, n in c["reject_reasons"].items():
+        lines.append(f"           {n:5d} {reason}")
+    for stage, statuses in c["not_scored"].items():
+        for status, n in statuses.items():
+            lines.append(f"  {stage}: {status} for {n} clips; no {stage} threshold applied")
+    t = summary["throughput"]
+    lines.append(f"  wall     {summary['wall_s']:.1f}s, {c['video_seconds']:.1f} video-s "
+                 f"({t['video_s_per_s']:.2f} video-s/s, {t['clips_per_s']:.2f} kept clips/s)")
+    return "\n".join(lines)

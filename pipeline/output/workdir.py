@@ -1,0 +1,74 @@
+"""OUTPUT/_work: per-input results (the resume markers), clip files and captions.
+
+An input is complete when inputs/{input_id}.json exists and was made under the same config
+fingerprint. Clip files and captions are written one by one, atomically,
+as they are made, under a directory named by the fingerprint, so a re-run reuses exactly what exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from vidmill.pipeline.records import InputResult
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class WorkDir:
+    def __init__(self, output: Path, fingerprint: str):
+        self.root = output / "_work"
+        self.fingerprint = fingerprint
+        self.clips_dir = self.root / "clips" / hashlib.sha1(fingerprint.encode()).hexdigest()[:12]
+
+    def marker(self, input_id: str) -> Path:
+        return self.root / "inputs" / f"{input_id}.json"
+
+    def clip_path(self, input_id: str, clip_id: str) -> Path:
+        return self.clips_dir / input_id / f"{clip_id}.mp4"
+
+    def save(self, result: InputResult) -> None:
+        """Persist one analysed and scored input (its marker); taps are not kept once scored."""
+        record = {"fingerprint": self.fingerprint, **result.work_json()}
+        atomic_write(self.marker(result.input.input_id), json.dumps(record).encode())
+
+    def caption_path(self, clip_id: str) -> Path:
+        return self.root / "captions" / f"{clip_id}.json"
+
+    def save_caption(self, clip_id: str, fingerprint: str, result: dict[str, Any]) -> None:
+        atomic_write(self.caption_path(clip_id), json.dumps({"fingerprint": fingerprint, **result}).encode())
+
+    def load_caption(self, clip_id: str, fingerprint: str) -> dict[str, Any] | None:
+        path = self.caption_path(clip_id)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return record if record.get("fingerprint") == fingerprint and record.get("caption") else None
+
+    def load(self, input_id: str) -> InputResult | None:
+        """The stored result of a complete input made under this fingerprint, else None."""
+        path = self.marker(input_id)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if record.get("fingerprint") != self.fingerprint:
+            return None
+        return InputResult.from_work_json(record)

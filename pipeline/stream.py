@@ -1,0 +1,116 @@
+"""Analyse and score, streaming: inputs -> analyse (long ones in ranges) -> every scorer -> stored marker,
+and the clips that already pass every threshold on to transcode while the bucket is still analysed.
+
+One handler per pool; the runner (executor/runner.py) does the Ray work and the counting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from tqdm import tqdm
+
+from vidmill.pipeline.analysis.analyze import AnalyzeInput, InputRange, RangeAnalysis
+from vidmill.pipeline.analysis.spans import ClipSpan
+from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.executor.actor_pool import ActorPool, Done
+from vidmill.pipeline.executor.runner import StageRunner
+from vidmill.pipeline.outcomes import ScoreStatus
+from vidmill.pipeline.records import ClipRecord, InputResult
+from vidmill.pipeline.scoring.base import ScoreBatch
+from vidmill.pipeline.sources import InputRef
+from vidmill.pipeline.transcode import TranscodeClips, clip_batches
+
+
+@dataclass
+class _Input:
+    """One input on its way: its ranges as they come back, then its result while scorers work on it."""
+
+    ranges: list[RangeAnalysis] = field(default_factory=list)
+    expected: int = 1
+    result: InputResult | None = None
+    batches_left: int = 0
+    retryable: bool = False
+
+
+def score_batches(result: InputResult, size: int) -> list[ScoreBatch]:
+    """Clips long enough to score, in batches, each with only the frame taps inside its spans."""
+    spans = [ClipSpan(c.clip_id, c.start_s, c.end_s) for c in result.clips if "too_short" not in c.reject_reasons]
+    batches = []
+    for i in range(0, len(spans), size):
+        part = tuple(spans[i:i + size])
+        batches.append(ScoreBatch(result.input.input_id, part, result.taps.subset(part[0].start_s, part[-1].end_s)))
+    return batches
+
+
+class AnalyseAndScore:
+    def __init__(self, config: CurateConfig, runner: StageRunner, scorers: list[type],
+                 finished: Callable[[InputResult, bool], None], passing: Callable[[list[ClipRecord]], list[ClipRecord]],
+                 transcoded: Callable[[Done], None], progress: bool = True):
+        """`finished(result, retryable)` stores an input; `passing` picks clips to transcode early;
+        `transcoded` saves what transcode returns."""
+        self.config, self.runner = config, runner
+        self.finished, self.passing, self.transcoded = finished, passing, transcoded
+        self.progress = progress
+        self.analyze = runner.pool(AnalyzeInput, config, resources=config.ray.analyze,
+                                   timeout_s=lambda rng: config.decode.input_deadline_s(rng.ref.size_bytes))
+        self.scoring = [runner.pool(cls, config, resources=cls.resources(config),
+                                    timeout_s=config.decode.input_timeout_s) for cls in scorers]
+        self.status_column = {cls.name: cls.status_column for cls in scorers}
+        self.transcode = runner.pool(TranscodeClips, config, resources=config.ray.transcode,
+                                     timeout_s=config.decode.input_timeout_s)
+        self.assembler = AnalyzeInput(config)
+        self.inputs: dict[str, _Input] = {}
+
+    def run(self, todo: list[InputRef]) -> None:
+        self.bar = tqdm(total=len(todo), desc="analyse + score", unit="video", disable=not self.progress)
+        handlers: dict[ActorPool, Callable[[Done], None]] = {self.analyze: self.analysed,
+                                                             self.transcode: self.transcoded}
+        handlers.update({pool: partial(self.scored, pool.name) for pool in self.scoring})
+        try:
+            self.runner.run(handlers, ((self.analyze, ref.input_id, InputRange(ref, split=True)) for ref in todo))
+        finally:
+            self.bar.close()
+
+    def analysed(self, done: Done) -> None:
+        """A range came back: queue the input's other ranges first; once all are in, join and score."""
+        state = self.inputs.setdefault(done.tag, _Input())
+        state.ranges.append(RangeAnalysis(done.item, error=done.error) if done.error else done.value)
+        state.retryable |= done.retryable
+        for rng in state.ranges[-1].rest:  # before other inputs: finish what has started
+            self.analyze.submit(done.tag, rng, first=True)
+            state.expected += 1
+        if len(state.ranges) < state.expected:
+            return
+        state.result = self.assembler.assemble(done.item.ref, state.ranges)
+        state.ranges = []
+        for batch in score_batches(state.result, self.config.scoring.clips_per_task):
+            for pool in self.scoring:
+                pool.submit(done.tag, batch)
+                state.batches_left += 1
+        self._maybe_done(done.tag)
+
+    def scored(self, name: str, done: Done) -> None:
+        """One scorer's columns for a batch of an input's clips (an error status for each when it failed)."""
+        state = self.inputs[done.tag]
+        state.batches_left -= 1
+        state.retryable |= done.retryable
+        values = done.value or {span.clip_id: {self.status_column[name]: str(ScoreStatus.error(done.error))}
+                                for span in done.item.clips}
+        by_id = {c.clip_id: c for c in state.result.clips}
+        for clip_id, columns in values.items():
+            by_id[clip_id].scores.update(columns)
+        self._maybe_done(done.tag)
+
+    def _maybe_done(self, tag: str) -> None:
+        state = self.inputs[tag]
+        if state.batches_left:
+            return
+        del self.inputs[tag]
+        self.finished(state.result, state.retryable)
+        for batch in clip_batches(self.passing(state.result.clips), self.config.transcode.clips_per_task):
+            self.transcode.submit(batch.input_id, batch)
+        self.bar.update(1)
+
