@@ -57,6 +57,7 @@ class Analysis:
 
 def input_row(ref: InputRef, **values: Any) -> dict[str, Any]:
     row = {"input_id": ref.input_id, "source_uri": ref.source_uri, "size_bytes": ref.size_bytes,
+           "source_version": ref.version,
            "status": "ok", "error": None, "duration_s": None, "n_shots": 0, "n_clips": 0, "fps": None,
            "width": None, "height": None, "rotation": None, "codec": None, "video_start_s": None}
     row.update(values)
@@ -93,6 +94,7 @@ class RangeAnalysis:
     end_s: float = 0.0  # end of the last frame shown in the range
     rest: list[InputRange] = field(default_factory=list)
     error: str | None = None
+    transient: bool = False  # the error's cause is outside the file (permissions, I/O): retried next run
 
 
 class AnalyzeInput(Stage):
@@ -112,10 +114,12 @@ class AnalyzeInput(Stage):
         try:
             return self._analyze_range(rng)
         except (DecodeError, InputError) as exc:
-            return RangeAnalysis(rng, error=str(exc))
+            return RangeAnalysis(rng, error=str(exc), transient=getattr(exc, "transient", False))
 
     def _analyze_range(self, rng: InputRange) -> RangeAnalysis:
         cfg = self.config
+        if rng.ref.problem:
+            raise InputError(rng.ref.problem)
         if rng.ref.size_bytes == 0:
             raise InputError("empty file (0 bytes)")
         source = open_input(rng.ref.source_uri, cfg.source.storage_options)

@@ -7,6 +7,7 @@ finishes the rest and gives the same manifest as an uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -26,12 +27,14 @@ from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.decide import STATUS_COLUMNS, filter_reasons, rank_key
 from vidmill.pipeline.dedup import DedupItem, DedupRule, NearDuplicatePairs, buckets, duplicate_groups, partitions
 from vidmill.pipeline.hashes import ContentHashes
+from vidmill.pipeline.lock import OutputLock
 from vidmill.pipeline.motion import MotionScorer
 from vidmill.pipeline.ocr import TextScorer
+from vidmill.pipeline.outcomes import reason as reason_declaration
 from vidmill.pipeline.quality import TechnicalQuality
 from vidmill.pipeline.ray_plan import ActorPool, Done, fit_to_cluster, init_ray, run_pools
 from vidmill.pipeline.scoring import ScoreBatch
-from vidmill.pipeline.sources import InputRef, list_inputs
+from vidmill.pipeline.sources import InputRef, Listing, same_location, scan_inputs
 from vidmill.pipeline.spans import ClipSpan
 from vidmill.pipeline.stage import StageStats
 from vidmill.pipeline.transcode import ClipBatch, TranscodeClips
@@ -96,9 +99,11 @@ def score_batches(analysis: Analysis, size: int) -> list[ScoreBatch]:
 
 
 class Curation:
-    def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True):
+    def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True,
+                 force: bool = False):
         self.input_uri, self.output, self.config = input_uri, Path(output), config
-        self.progress = progress
+        self.progress, self.force = progress, force
+        self.listing = Listing()
         self.work = WorkDir(self.output, config.fingerprint(*WORK_SECTIONS))
         self.records: dict[str, dict[str, Any]] = {}
         self.scorers = scorer_classes(config)
@@ -108,23 +113,43 @@ class Curation:
         self.address: str | None = None
         self.transcode_errors: dict[str, str] = {}
 
-    def run(self, address: str | None = None) -> dict[str, Any]:
-        started = time.time()
+    def run(self, address: str | None = None, started: float | None = None) -> dict[str, Any]:
+        """Curate INPUT into OUTPUT; `started`: when the command started (wall time counts from it)."""
+        started = started or time.time()
         self.address = address
-        self.output.mkdir(parents=True, exist_ok=True)
-        refs = list_inputs(self.input_uri, self.config.source)
-        todo = []
-        for ref in refs:
-            record = self.work.load(ref.input_id)
-            if record is None:
-                todo.append(ref)
-            else:
-                self.records[ref.input_id] = record
-        self.resumed = len(refs) - len(todo)
-        if todo:
-            init_ray(address)
-            self._process(todo)
-        return self._finalize(refs, started)
+        self._check_output()
+        with OutputLock(self.output, force=self.force, note=lambda m: print(m, file=sys.stderr)):
+            self.listing = scan_inputs(self.input_uri, self.config.source, str(self.output))
+            refs = self.listing.refs
+            if not refs:
+                raise ValueError(f"no inputs found under {self.input_uri} with extensions "
+                                 f"{', '.join(self.config.source.extensions)}{_skipped_note(self.listing)}")
+            todo = []
+            for ref in refs:
+                record = self.work.load_current(ref)
+                if record is None:
+                    todo.append(ref)
+                else:
+                    self.records[ref.input_id] = record
+            self.resumed = len(refs) - len(todo)
+            if todo:
+                init_ray(address)
+                self._process(todo)
+            return self._finalize(refs, started)
+
+    def _check_output(self) -> None:
+        """OUTPUT must be a writable directory that is not INPUT itself (one line each, before any work)."""
+        if same_location(self.input_uri, str(self.output)):
+            raise ValueError(f"OUTPUT {self.output} is INPUT itself: choose another directory (outputs would be "
+                             "listed as inputs on the next run)")
+        if self.output.exists() and not self.output.is_dir():
+            raise ValueError(f"OUTPUT {self.output} is a file, not a directory")
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot create OUTPUT {self.output}: {exc.strerror or exc}") from None
+        if not os.access(self.output, os.W_OK | os.X_OK):
+            raise ValueError(f"OUTPUT {self.output} is not writable by this user")
 
     # -- streaming over Ray -------------------------------------------------------------------
     def _process(self, todo: list[InputRef]) -> None:
@@ -154,7 +179,7 @@ class Curation:
             if pool is analyze:  # a long input comes back in ranges: wait for all, then join them
                 parts = ranges.setdefault(done.tag, _Ranges())
                 parts.results.append(RangeAnalysis(done.item, error=done.error) if done.error else done.value)
-                parts.retryable |= done.retryable
+                parts.retryable |= done.retryable or parts.results[-1].transient  # retried next run
                 for rng in parts.results[-1].rest:  # before other inputs: finish what has started
                     analyze.submit(done.tag, rng, first=True)
                     parts.expected += 1
@@ -401,6 +426,10 @@ class Curation:
             "shots": len(shots), "clips": len(clips), "clips_kept": sum(c["kept"] for c in clips),
             "clips_rejected": sum(not c["kept"] for c in clips), "reject_reasons": dict(sorted(reasons.items())),
             "video_seconds": round(video_s, 3),
+            "skipped_extensions": dict(sorted(self.listing.skipped_extensions.items())),
+            "excluded_output_files": self.listing.excluded_output,
+            "error_inputs": [{"source_uri": r["source_uri"], "error": r["error"]}
+                             for r in inputs if r["status"] == "error"][:20],
             "not_scored": {stage: Counter(str(c.get(col)) for c in clips
                                           if str(c.get(col) or "").startswith("not_scored"))
                            for stage, col in STATUS_COLUMNS.items()},
@@ -443,8 +472,20 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  shots    {c['shots']}",
         f"  clips    {c['clips']} candidates, {c['clips_kept']} kept, {c['clips_rejected']} rejected",
     ]
-    for reason, n in c["reject_reasons"].items():
-        lines.append(f"           {n:5d} {reason}")
+    for name, n in c["reject_reasons"].items():
+        setting = reason_declaration(name).setting
+        lines.append(f"           {n:5d} {name:<16} {_setting_hint(setting, summary['config'])}".rstrip())
+    errors = c.get("error_inputs", [])
+    for row in errors[:3]:
+        lines.append(f"  error    {row['source_uri']}: {row['error']}")
+    if c["inputs_error"] > 3:
+        lines.append(f"           ... {c['inputs_error'] - 3} more: rows with status = error in "
+                     f"{summary['output']}/inputs.parquet")
+    if c.get("skipped_extensions"):
+        skipped = ", ".join(f"{n} {ext}" for ext, n in c["skipped_extensions"].items())
+        lines.append(f"  skipped  {skipped} (not in source.extensions)")
+    if c.get("excluded_output_files"):
+        lines.append(f"  skipped  {c['excluded_output_files']} files under OUTPUT (inside INPUT)")
     for stage, statuses in c["not_scored"].items():
         for status, n in statuses.items():
             lines.append(f"  {stage}: {status} for {n} clips; no {stage} threshold applied")
@@ -452,3 +493,22 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"  wall     {summary['wall_s']:.1f}s, {c['video_seconds']:.1f} video-s "
                  f"({t['video_s_per_s']:.2f} video-s/s, {t['clips_per_s']:.2f} kept clips/s)")
     return "\n".join(lines)
+
+
+def _setting_hint(setting: str | None, config: dict[str, Any]) -> str:
+    """`spans.min_s=2.0`: the setting behind a reason and its value in this run."""
+    if not setting:
+        return ""
+    node: Any = config
+    for part in setting.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return f"{setting}={node}"
+
+
+def _skipped_note(listing: Listing) -> str:
+    parts = []
+    if listing.skipped_extensions:
+        parts.append("; skipped " + ", ".join(f"{n} {e}" for e, n in sorted(listing.skipped_extensions.items())))
+    if listing.excluded_output:
+        parts.append(f"; {listing.excluded_output} files under OUTPUT left out")
+    return "".join(parts)

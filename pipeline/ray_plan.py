@@ -8,6 +8,7 @@ worker dies. Ray Data's map_batches has no per-row deadline or kill-on-hang, hen
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -181,5 +182,20 @@ def init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:  # "local": a fresh instance, never a cluster some earlier `ray start` left on this machine
+        # Token auth stays on; only its "you may opt out" notice is silenced for vidmill's own loopback instance.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        _watch_local_ray()
+
+
+def _watch_local_ray() -> None:
+    """Kill the local instance's leftovers if this driver dies without shutting Ray down (SIGKILL)."""
+    from vidmill.pipeline import ray_watchdog
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    processes = getattr(node, "all_processes", {}) if node is not None else {}
+    raylets = [info.process.pid for info in processes.get("raylet", [])]
+    if raylets:
+        heads = [info.process.pid for infos in processes.values() for info in infos]
+        ray_watchdog.start(os.getpid(), raylets[0], heads)
 

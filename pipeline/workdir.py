@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -17,12 +18,24 @@ from typing import Any
 
 from vidmill.pipeline.analyze import Analysis
 from vidmill.pipeline.shots import Shot
+from vidmill.pipeline.sources import InputRef
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: outputs readable as the umask allows
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file and rename, so readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
@@ -63,6 +76,26 @@ class WorkDir:
         except (OSError, json.JSONDecodeError):
             return None
         return record if record.get("fingerprint") == fingerprint and record.get("caption") else None
+
+    def load_current(self, ref: InputRef) -> dict[str, Any] | None:
+        """The stored record of `ref` if it was made from the same content version, else None; a stale
+        record's clip files and captions are removed so the input is redone from scratch."""
+        record = self.load(ref.input_id)
+        if record is None:
+            return None
+        stored = record["input"].get("source_version")  # None: made before versions; compare sizes then
+        if (stored != ref.version) if stored is not None else (record["input"].get("size_bytes") != ref.size_bytes):
+            self.forget(ref.input_id)
+            return None
+        return record
+
+    def forget(self, input_id: str) -> None:
+        """Remove an input's marker, clip files (under every fingerprint) and captions."""
+        self.marker(input_id).unlink(missing_ok=True)
+        for folder in (self.root / "clips").glob(f"*/{input_id}"):
+            shutil.rmtree(folder, ignore_errors=True)
+        for caption in (self.root / "captions").glob(f"{input_id}_*.json"):
+            caption.unlink(missing_ok=True)
 
     def load(self, input_id: str) -> dict[str, Any] | None:
         """The stored record of a complete input made under this fingerprint, else None."""

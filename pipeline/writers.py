@@ -25,6 +25,7 @@ INPUTS_SCHEMA = pa.schema([
     ("status", pa.string()), ("error", pa.string()), ("duration_s", pa.float64()),
     ("n_shots", pa.int32()), ("n_clips", pa.int32()), ("fps", pa.float64()), ("width", pa.int32()),
     ("height", pa.int32()), ("rotation", pa.int32()), ("codec", pa.string()), ("video_start_s", pa.float64()),
+    ("source_version", pa.string()),
 ])
 SHOTS_SCHEMA = pa.schema([
     ("input_id", pa.string()), ("shot_index", pa.int32()), ("start_s", pa.float64()),
