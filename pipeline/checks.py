@@ -107,7 +107,7 @@ def _rule(key: str) -> Check | None:
 def type_problem(value: Any, default: Any) -> str | None:
     """What is wrong with the value's type, judged by the default's type (None when fine)."""
     if isinstance(default, bool):
-        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+        return None if isinstance(value, bool) else f"must be a boolean (true or false), got {value!r}"
     if isinstance(default, int):
         return None if isinstance(value, int) and not isinstance(value, bool) else f"must be an integer, got {value!r}"
     if isinstance(default, float):

@@ -174,8 +174,6 @@ class Curation:
             stats.busy_s += done.seconds
             if done.error:
                 stats.errors += 1
-                stats.timeouts += "timed out" in done.error
-                stats.worker_deaths += "worker died" in done.error
             if pool is analyze:  # a long input comes back in ranges: wait for all, then join them
                 parts = ranges.setdefault(done.tag, _Ranges())
                 parts.results.append(RangeAnalysis(done.item, error=done.error) if done.error else done.value)
@@ -214,6 +212,7 @@ class Curation:
         finally:
             bar.close()
             for pool in pools:
+                self.stats[pool.name].count_failures(pool.failures)
                 pool.shutdown()
 
     def _store(self, state: _InFlight) -> Analysis:
@@ -312,6 +311,7 @@ class Curation:
             try:
                 run_pools(pool, enumerate(parts), collect, [pool])
             finally:
+                self.stats[pool.name].count_failures(pool.failures)
                 pool.shutdown()
         by_id = {c["clip_id"]: c for c in candidates}
         groups = duplicate_groups(list(by_id), pairs, {k: rank_key(v) for k, v in by_id.items()})
@@ -342,6 +342,7 @@ class Curation:
                           collect, [pool])
             finally:
                 bar.close()
+                self.stats[pool.name].count_failures(pool.failures)
                 pool.shutdown()
         for clip in kept:
             path = self.work.clip_path(clip["input_id"], clip["clip_id"])
@@ -388,6 +389,7 @@ class Curation:
                 batches = [tuple(todo[i:i + cfg.clips_per_task]) for i in range(0, len(todo), cfg.clips_per_task)]
                 run_pools(pool, enumerate(batches), collect, [pool])
             finally:
+                self.stats[pool.name].count_failures(pool.failures)
                 pool.shutdown()
         wall = time.time() - started
         tokens = sum(results[c["clip_id"]].get("tokens_out", 0) for c in kept if c["clip_id"] in results)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import ray
 
 from vidmill.pipeline.config import StageResources
+from vidmill.pipeline.outcomes import FailureKind
 from vidmill.pipeline.stage import Stage
 
 
@@ -54,6 +56,7 @@ class ActorPool:
         self.idle: list[Any] = []
         self.n_actors = 0
         self.queue: deque[tuple[Any, Any, int]] = deque()
+        self.failures: Counter[str] = Counter()  # timeout, worker_died, exception, and retries
         self.busy: dict[ray.ObjectRef, tuple[Any, Any, Any, int, float]] = {}
 
     def _spawn(self) -> None:
@@ -100,6 +103,7 @@ class ActorPool:
                 if limit and now - started > limit:
                     del self.busy[ref]
                     self._replace(actor)
+                    self.failures[FailureKind.TIMEOUT.value] += 1
                     done.append(Done(tag, item, error=f"{self.name}: timed out after {limit:.0f}s"))
         self._dispatch()
         return [d for d in done if d is not None]
@@ -110,16 +114,19 @@ class ActorPool:
             value, seconds = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             self._replace(actor)
+            self.failures[FailureKind.WORKER_DIED.value] += 1
             if attempt < self.retries:
+                self.failures["retries"] += 1
                 self.submit(tag, item, attempt + 1)
                 return None
-            cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            cause = plain(str(exc)).strip().splitlines()[0][:300] if str(exc).strip() else ""
             return Done(tag, item, error=f"{self.name}: worker died: {type(exc).__name__}: {cause}", retryable=True)
         except ray.exceptions.RayTaskError as exc:
             self.idle.append(actor)
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            self.failures[FailureKind.EXCEPTION.value] += 1
             # content errors come back as values; an exception here is a bug or a transient fault
-            return Done(tag, item, error=f"{self.name}: {type(cause).__name__}: {cause}", retryable=True)
+            return Done(tag, item, error=plain(f"{self.name}: {type(cause).__name__}: {cause}"), retryable=True)
         self.idle.append(actor)
         return Done(tag, item, value=value, seconds=seconds)
 
@@ -127,6 +134,14 @@ class ActorPool:
         for actor in self.idle + [b[0] for b in self.busy.values()]:
             ray.kill(actor, no_restart=True)
         self.idle, self.busy, self.n_actors = [], {}, 0
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain(text: str) -> str:
+    """Text without terminal colour/cursor escapes (Ray colours its exception messages)."""
+    return ANSI_ESCAPE.sub("", text)
 
 
 def _packs(sizes: list[float], capacities: list[float]) -> bool:
