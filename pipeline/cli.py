@@ -19,13 +19,21 @@ def keep_ray_on_loopback(address: str | None) -> None:
 
 def _curate(args: argparse.Namespace) -> int:
     keep_ray_on_loopback(args.address or os.environ.get("RAY_ADDRESS"))
+    import psutil
+
     from vidmill.pipeline.config import load_config
     from vidmill.pipeline.curate import Curation
+    from vidmill.pipeline.lock import OutputLocked
     from vidmill.pipeline.output.report import format_summary
 
+    started = psutil.Process().create_time()  # wall time counts from the command's start, Ray's start included
     config = load_config(args.config, args.set)
     try:
-        summary = Curation(args.input, args.output, config, progress=not args.no_progress).run(args.address)
+        curation = Curation(args.input, args.output, config, progress=not args.no_progress, force=args.force)
+        summary = curation.run(args.address, started=started)
+    except OutputLocked as exc:
+        print(f"vidmill: error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("\ninterrupted: finished inputs are kept; run the same command again to resume", file=sys.stderr)
         return 130
@@ -58,6 +66,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         help="override one config value, e.g. --set shots.detector=content")
     curate.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     curate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    curate.add_argument("--force", action="store_true",
+                        help="break a lock held by a run on another host (only when that run is known dead)")
     curate.set_defaults(func=_curate)
 
     samples = sub.add_parser("samples", help="write the synthetic sample bucket with ground truth")

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from vidmill.pipeline.checks import ConfigError
+
 
 @dataclass
 class SourceConfig:
@@ -194,7 +196,10 @@ class CaptionConfig:
 
 @dataclass
 class StageResources:
-    num_cpus: float = 0.5
+    """What one actor of a stage reserves. Reservations are for placement only (real CPU use is not
+    capped); the defaults add up to under 2 CPUs, so the default config fits a 2-core machine."""
+
+    num_cpus: float = 0.25
     num_gpus: float = 0.0
     concurrency: int = 2
 
@@ -203,12 +208,12 @@ class StageResources:
 class RayConfig:
     analyze: StageResources = field(default_factory=StageResources)
     transcode: StageResources = field(default_factory=StageResources)
-    quality: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=1))
-    motion: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=1))
-    ocr: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, concurrency=2))
-    aesthetic: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=1))
-    dedup: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=2))
-    caption: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, concurrency=2))
+    quality: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.125, concurrency=1))
+    motion: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.125, concurrency=1))
+    ocr: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=2))
+    aesthetic: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.125, concurrency=1))
+    dedup: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.125, concurrency=2))
+    caption: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, concurrency=2))
 
 
 @dataclass
@@ -238,70 +243,86 @@ class CurateConfig:
         return json.dumps({name: data[name] for name in sections}, sort_keys=True)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def _build(cls: type, values: dict[str, Any], where: str, found: list[str]) -> Any:
+    """The dataclass `cls` from a mapping; unknown keys and wrong shapes go to `found`, not raised."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     sections = filter_sections(cls)
     kwargs, extra = {}, {}
     for key, value in values.items():
         if key in sections and key not in known:
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{key} must be a mapping")
-            extra[key] = _build(sections[key], value, f"{where}{key}.")
+                found.append(f"{where}{key} must be a mapping of settings, got {value!r}")
+                continue
+            extra[key] = _build(sections[key], value, f"{where}{key}.", found)
             continue
         if key not in known:
-            raise ValueError(f"unknown config key {where}{key!r}; known: {sorted([*known, *sections])}")
+            found.append(f"unknown config key {where}{key!r}; known in {where.rstrip('.') or 'the top level'}: "
+                         f"{', '.join(sorted([*known, *sections]))}")
+            continue
         default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
             else known[key].default
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{key} must be a mapping")
-            kwargs[key] = _build(type(default), value, f"{where}{key}.")
+                found.append(f"{where}{key} must be a mapping of settings, got {value!r}")
+                continue
+            kwargs[key] = _build(type(default), value, f"{where}{key}.", found)
         else:
-            kwargs[key] = _coerce(value, default, f"{where}{key}")
+            kwargs[key] = float(value) if isinstance(default, float) and type(value) is int else value
     built = cls(**kwargs)
     for key, section in extra.items():
         setattr(built, key, section)
     return built
 
 
-def _coerce(value: Any, default: Any, name: str) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"{name} must be a boolean, got {value!r}")
-            return value.lower() in ("true", "1", "yes")
-        return bool(value)
-    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-        try:
-            return type(default)(value)
-        except ValueError as exc:
-            raise ValueError(f"{name} must be a number, got {value!r}") from exc
-    if isinstance(default, float):
-        return float(value)
-    return value
-
-
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     node = data
     for part in parents:
-        node = node.setdefault(part, {})
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError([f"--set {dotted}: {part} is not a section"])
+        node = child
     node[last] = value
 
 
+def _yaml(text: str, where: str) -> Any:
+    """YAML parsed, or one line with the position of the error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        position = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{where}{position}: invalid YAML: {problem}"]) from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> CurateConfig:
-    """Defaults, then the YAML file, then `key=value` overrides (values parsed as YAML)."""
+    """Defaults, then the YAML file, then `key=value` overrides (values parsed as YAML), all checked.
+
+    Raises ConfigError listing every problem (unknown keys, types, ranges, choices) at once.
+    """
+    from vidmill.pipeline.checks import problems
+
     data: dict[str, Any] = {}
     if path:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+        data = _yaml(text, str(path)) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config file must hold a mapping")
+            raise ConfigError([f"{path}: a config file must hold a mapping of sections"])
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"--set takes key=value, got {item!r}")
+            raise ConfigError([f"--set takes key=value, got {item!r}"])
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
-    return _build(CurateConfig, data, "")
+        _set_dotted(data, key.strip(), _yaml(raw, f"--set {key.strip()}"))
+    found: list[str] = []
+    config = _build(CurateConfig, data, "", found)
+    found += problems(config)
+    if found:
+        raise ConfigError(found)
+    return config
 
 
 def dump_config(config: CurateConfig) -> str:

@@ -10,6 +10,8 @@ records (records.py); Ray work goes through one StageRunner (executor/runner.py)
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from vidmill.pipeline.decide import filter_reasons
 from vidmill.pipeline.dedup import mark_duplicates
 from vidmill.pipeline.executor.actor_pool import Done
 from vidmill.pipeline.executor.runner import StageRunner
+from vidmill.pipeline.lock import OutputLock
 from vidmill.pipeline.outcomes import CAPTION_ERROR, TRANSCODE_ERROR
 from vidmill.pipeline.output.report import format_summary, run_summary, write_run_json
 from vidmill.pipeline.output.workdir import WorkDir, atomic_write
@@ -36,7 +39,7 @@ from vidmill.pipeline.records import (
     shots_schema,
 )
 from vidmill.pipeline.scoring import registered
-from vidmill.pipeline.sources import InputRef, list_inputs
+from vidmill.pipeline.sources import InputRef, Listing, same_location, scan_inputs
 from vidmill.pipeline.stage import StageStats
 from vidmill.pipeline.stream import AnalyseAndScore
 from vidmill.pipeline.transcode import TranscodeClips, clip_batches
@@ -52,9 +55,11 @@ def scorer_classes(config: CurateConfig) -> list[type]:
 
 
 class Curation:
-    def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True):
+    def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True,
+                 force: bool = False):
         self.input_uri, self.output, self.config = input_uri, Path(output), config
-        self.progress = progress
+        self.progress, self.force = progress, force
+        self.listing = Listing()
         self.work = WorkDir(self.output, config.fingerprint(*WORK_SECTIONS))
         self.scorers = scorer_classes(config)
         self.runner = StageRunner(stats={name: StageStats() for name in
@@ -63,11 +68,16 @@ class Curation:
         self.resumed = 0
         self.transcode_errors: dict[str, str] = {}
 
-    def run(self, address: str | None = None) -> dict[str, Any]:
-        started = time.time()
+    def run(self, address: str | None = None, started: float | None = None) -> dict[str, Any]:
+        """Curate INPUT into OUTPUT, holding OUTPUT's lock; `started`: when the command started."""
+        started = started or time.time()
         self.runner.address = address
-        self.output.mkdir(parents=True, exist_ok=True)
-        refs = list_inputs(self.input_uri, self.config.source)
+        self.check_output()
+        with OutputLock(self.output, force=self.force, note=lambda m: print(m, file=sys.stderr)):
+            return self._run(started)
+
+    def _run(self, started: float) -> dict[str, Any]:
+        refs = self.list()
         todo = self.resume(refs)
         if todo:
             self.analyse_and_score(todo)
@@ -80,15 +90,38 @@ class Curation:
             self.caption([c for c in clips if c.kept])
         self.write(results, clips)
         summary = run_summary(self.input_uri, self.output, self.config, [r.input for r in results],
-                              sum(len(r.shots) for r in results), clips, self.runner.stats, self.resumed, started)
+                              sum(len(r.shots) for r in results), clips, self.runner.stats, self.resumed, started,
+                              self.listing)
         write_run_json(summary, self.output)
         return summary
 
     # -- steps, in order ----------------------------------------------------------------------
+    def check_output(self) -> None:
+        """OUTPUT must be a writable directory that is not INPUT itself (one line each, before any work)."""
+        if same_location(self.input_uri, str(self.output)):
+            raise ValueError(f"OUTPUT {self.output} is INPUT itself: choose another directory (outputs would be "
+                             "listed as inputs on the next run)")
+        if self.output.exists() and not self.output.is_dir():
+            raise ValueError(f"OUTPUT {self.output} is a file, not a directory")
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot create OUTPUT {self.output}: {exc.strerror or exc}") from None
+        if not os.access(self.output, os.W_OK | os.X_OK):
+            raise ValueError(f"OUTPUT {self.output} is not writable by this user")
+
+    def list(self) -> list[InputRef]:
+        """The bucket's inputs (files under OUTPUT left out); an empty bucket is an error that says why."""
+        self.listing = scan_inputs(self.input_uri, self.config.source, str(self.output))
+        if not self.listing.refs:
+            raise ValueError(f"no inputs found under {self.input_uri} with extensions "
+                             f"{', '.join(self.config.source.extensions)}{self.listing.note()}")
+        return self.listing.refs
+
     def resume(self, refs: list[InputRef]) -> list[InputRef]:
-        """Load the inputs finished under this config; return the rest."""
+        """Load the inputs finished under this config from the same content; return the rest."""
         for ref in refs:
-            result = self.work.load(ref.input_id)
+            result = self.work.load_current(ref)
             if result is not None:
                 self.results[ref.input_id] = result
         self.resumed = len(self.results)

@@ -44,6 +44,7 @@ class InputRecord:
     rotation: int | None = column(pa.int32())
     codec: str | None = column(pa.string())
     video_start_s: float | None = column(pa.float64())
+    source_version: str | None = column(pa.string())  # size + mtime, or the object store's ETag: resume key
 
     def row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

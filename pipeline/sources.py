@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
-from dataclasses import dataclass
+import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -17,6 +20,26 @@ class InputRef:
     input_id: str
     source_uri: str
     size_bytes: int
+    version: str = ""  # content version: size + mtime locally, ETag / generation on object stores
+    problem: str = ""  # why it cannot be read at all (dangling symlink, loop): becomes its error row
+
+
+@dataclass
+class Listing:
+    """What a bucket holds: the inputs to curate and what was left out, counted."""
+
+    refs: list[InputRef] = field(default_factory=list)
+    skipped_extensions: Counter = field(default_factory=Counter)  # ".wmv" -> files not in source.extensions
+    excluded_output: int = 0  # files under OUTPUT when OUTPUT lies inside INPUT
+
+    def note(self) -> str:
+        """What was left out, as a clause for messages ('; skipped 2 .wmv; 3 files under OUTPUT left out')."""
+        parts = []
+        if self.skipped_extensions:
+            parts.append("; skipped " + ", ".join(f"{n} {e}" for e, n in sorted(self.skipped_extensions.items())))
+        if self.excluded_output:
+            parts.append(f"; {self.excluded_output} files under OUTPUT left out")
+        return "".join(parts)
 
 
 def input_id_for(source_uri: str) -> str:
@@ -32,25 +55,78 @@ def _local_path(uri: str) -> str:
     return str(Path(uri.removeprefix("file://")).resolve())
 
 
-def list_inputs(uri: str, config: SourceConfig) -> list[InputRef]:
-    """Every file under `uri` whose extension is in config.extensions, sorted by URI."""
-    if _is_local(uri):
+def _version(info: dict) -> str:
+    """A string that changes when the object's content does (size plus mtime, ETag or generation)."""
+    for key in ("ETag", "etag", "generation", "md5Hash"):
+        if info.get(key):
+            return f"{key}:{str(info[key]).strip(chr(34))}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
+    return f"size:{int(info.get('size') or 0)}:mtime:{mtime}"
+
+
+def _local_problem(path: str) -> str:
+    """Dangling symlinks and symlink loops named as such (a stat of them fails)."""
+    if not os.path.islink(path):
+        return ""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        return f"dangling symlink (target {os.readlink(path)} does not exist)"
+    return ""
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def scan_inputs(uri: str, config: SourceConfig, output: str | None = None) -> Listing:
+    """Every file under `uri` whose extension is in config.extensions, sorted by URI; files under
+    `output` (an OUTPUT inside INPUT) are left out, and other extensions are counted."""
+    local = _is_local(uri)
+    if local:
         uri = _local_path(uri)
-        if not Path(uri).exists():
+        if not os.path.lexists(uri):
             raise FileNotFoundError(f"input {uri} does not exist")
     fs, root = fsspec.core.url_to_fs(uri, **config.storage_options)
     if fs.isfile(root):
         entries = {root: fs.info(root)}
     else:
         entries = fs.find(root, maxdepth=None if config.recursive else 1, detail=True)
+    out_root = None
+    if output is not None:
+        out_root = _local_path(output) if _is_local(output) else fsspec.core.url_to_fs(output)[1]
     extensions = {e.lower() for e in config.extensions}
-    refs = []
+    listing = Listing()
     for path, info in entries.items():
-        if info.get("type") == "directory" or Path(path).suffix.lower() not in extensions:
+        if info.get("type") == "directory":
             continue
-        source_uri = path if _is_local(uri) else fs.unstrip_protocol(path)
-        refs.append(InputRef(input_id_for(source_uri), source_uri, int(info.get("size") or 0)))
-    return sorted(refs, key=lambda r: r.source_uri)
+        if out_root is not None and _inside(path, out_root):
+            listing.excluded_output += 1
+            continue
+        suffix = Path(path).suffix.lower()
+        if suffix not in extensions:
+            listing.skipped_extensions[suffix or "(none)"] += 1
+            continue
+        source_uri = path if local else fs.unstrip_protocol(path)
+        problem = _local_problem(path) if local else ""
+        listing.refs.append(InputRef(input_id_for(source_uri), source_uri, int(info.get("size") or 0),
+                                     _version(info), problem))
+    listing.refs.sort(key=lambda r: r.source_uri)
+    return listing
+
+
+def list_inputs(uri: str, config: SourceConfig, output: str | None = None) -> list[InputRef]:
+    """The inputs of `scan_inputs`, without the counts."""
+    return scan_inputs(uri, config, output).refs
+
+
+def same_location(a: str, b: str) -> bool:
+    """INPUT and OUTPUT name the same place (after resolving local paths)."""
+    if _is_local(a) and _is_local(b):
+        return _local_path(a) == _local_path(b)
+    return a.rstrip("/") == b.rstrip("/")
 
 
 def open_input(source_uri: str, storage_options: dict | None = None) -> str | IO[bytes]:

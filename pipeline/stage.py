@@ -25,8 +25,15 @@ class StageStats:
     errors: int = 0
     timeouts: int = 0
     worker_deaths: int = 0
+    retries: int = 0
     busy_s: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+
+    def count_failures(self, failures: dict[str, int]) -> None:
+        """Add a pool's failure counters (timeouts, worker deaths, retries), counted where they happen."""
+        self.timeouts += failures.get("timeout", 0)
+        self.worker_deaths += failures.get("worker_died", 0)
+        self.retries += failures.get("retries", 0)
 
     def add(self, other: dict[str, float]) -> None:
         for key, value in other.items():

@@ -78,7 +78,7 @@ class AnalyseAndScore:
         """A range came back: queue the input's other ranges first; once all are in, join and score."""
         state = self.inputs.setdefault(done.tag, _Input())
         state.ranges.append(RangeAnalysis(done.item, error=done.error) if done.error else done.value)
-        state.retryable |= done.retryable
+        state.retryable |= done.retryable or state.ranges[-1].transient  # an I/O or permission error: retried
         for rng in state.ranges[-1].rest:  # before other inputs: finish what has started
             self.analyze.submit(done.tag, rng, first=True)
             state.expected += 1

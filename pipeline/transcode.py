@@ -55,6 +55,9 @@ class _ClipEncoder:
         self.buffer = io.BytesIO()
         self.container = av.open(self.buffer, "w", format="mp4")
         self.stream = self.container.add_stream(cfg.transcode.codec, rate=fps)
+        # Without an explicit codec time base PyAV rescales frame timestamps through an unset one, and
+        # x264's rate control (mbtree) then sees different timestamps on every run: different bytes.
+        self.stream.codec_context.time_base = 1 / fps
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"crf": str(cfg.transcode.crf), "preset": cfg.transcode.preset}

@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"vidmill: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError) as exc:
+        for line in getattr(exc, "problems", None) or [str(exc)]:  # a ConfigError lists every problem
+            print(f"vidmill: error: {line}", file=sys.stderr)
         return 2
 
 

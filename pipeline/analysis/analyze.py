@@ -48,7 +48,7 @@ class FrameTaps:
 
 
 def input_record(ref: InputRef, **values: Any) -> InputRecord:
-    return InputRecord(ref.input_id, ref.source_uri, ref.size_bytes, **values)
+    return InputRecord(ref.input_id, ref.source_uri, ref.size_bytes, source_version=ref.version, **values)
 
 
 def error_result(ref: InputRef, message: str) -> InputResult:
@@ -82,6 +82,7 @@ class RangeAnalysis:
     end_s: float = 0.0  # end of the last frame shown in the range
     rest: list[InputRange] = field(default_factory=list)
     error: str | None = None
+    transient: bool = False  # the error's cause is outside the file (permissions, I/O): retried next run
 
 
 class AnalyzeInput(Stage):
@@ -101,10 +102,12 @@ class AnalyzeInput(Stage):
         try:
             return self._analyze_range(rng)
         except (DecodeError, InputError) as exc:
-            return RangeAnalysis(rng, error=str(exc))
+            return RangeAnalysis(rng, error=str(exc), transient=getattr(exc, "transient", False))
 
     def _analyze_range(self, rng: InputRange) -> RangeAnalysis:
         cfg = self.config
+        if rng.ref.problem:
+            raise InputError(rng.ref.problem)
         if rng.ref.size_bytes == 0:
             raise InputError("empty file (0 bytes)")
         source = open_input(rng.ref.source_uri, cfg.source.storage_options)

@@ -8,6 +8,7 @@ Frames come out as displayed: sample aspect ratio applied, rotation metadata und
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,7 +20,25 @@ from av.video.reformatter import VideoReformatter
 
 
 class DecodeError(RuntimeError):
-    """An input that cannot be opened or decoded; the message goes into its error row."""
+    """An input that cannot be opened or decoded; the message goes into its error row.
+
+    `transient`: the cause lies outside the file's content (permissions, I/O, a vanished file), so a
+    later run retries the input instead of resuming its error row.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+TRANSIENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO, errno.ETIMEDOUT, errno.ECONNRESET,
+                    errno.EAGAIN, errno.ESTALE}
+
+
+def _environmental(exc: BaseException) -> bool:
+    """An OS-level failure to reach the file (permission, I/O, network), not a fault of its content."""
+    return isinstance(exc, (PermissionError, FileNotFoundError, ConnectionError, TimeoutError)) or \
+        getattr(exc, "errno", None) in TRANSIENT_ERRNOS
 
 
 @dataclass(frozen=True)
@@ -83,7 +102,7 @@ class VideoReader:
         try:
             self.container = av.open(self.source, "r", metadata_errors="ignore")
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise DecodeError(f"cannot open: {exc}") from exc
+            raise DecodeError(f"cannot open: {exc}", transient=_environmental(exc)) from exc
         if not self.container.streams.video:
             raise DecodeError("no video stream")
         self.stream = self.container.streams.video[0]

@@ -8,8 +8,9 @@ back as `Done` with a `FailureKind`; the runner (runner.py) counts them.
 
 from __future__ import annotations
 
+import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ class ActorPool:
         self.idle: list[Any] = []
         self.n_actors = 0
         self.queue: deque[tuple[Any, Any, int]] = deque()
+        self.failures: Counter[str] = Counter()  # timeout, worker_died, exception, and retries
         self.busy: dict[ray.ObjectRef, tuple[Any, Any, Any, int, float]] = {}
 
     def reserve(self, resources: StageResources) -> None:
@@ -109,6 +111,7 @@ class ActorPool:
                 if limit and now - started > limit:
                     del self.busy[ref]
                     self._replace(actor)
+                    self.failures[FailureKind.TIMEOUT.value] += 1
                     done.append(Done(tag, item, error=f"{self.name}: timed out after {limit:.0f}s",
                                      failure=FailureKind.TIMEOUT))
         self._dispatch()
@@ -120,17 +123,21 @@ class ActorPool:
             value, seconds = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             self._replace(actor)
+            self.failures[FailureKind.WORKER_DIED.value] += 1
             if attempt < self.retries:
+                self.failures["retries"] += 1
                 self.submit(tag, item, attempt + 1)
                 return None
-            cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            cause = plain(str(exc)).strip().splitlines()[0][:300] if str(exc).strip() else ""
             return Done(tag, item, error=f"{self.name}: worker died: {type(exc).__name__}: {cause}",
                         failure=FailureKind.WORKER_DIED)
         except ray.exceptions.RayTaskError as exc:
             self.idle.append(actor)
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            self.failures[FailureKind.EXCEPTION.value] += 1
             # content errors come back as values; an exception here is a bug or a transient fault
-            return Done(tag, item, error=f"{self.name}: {type(cause).__name__}: {cause}", failure=FailureKind.EXCEPTION)
+            return Done(tag, item, error=plain(f"{self.name}: {type(cause).__name__}: {cause}"),
+                        failure=FailureKind.EXCEPTION)
         self.idle.append(actor)
         return Done(tag, item, value=value, seconds=seconds)
 
@@ -138,3 +145,11 @@ class ActorPool:
         for actor in self.idle + [b[0] for b in self.busy.values()]:
             ray.kill(actor, no_restart=True)
         self.idle, self.busy, self.n_actors = [], {}, 0
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain(text: str) -> str:
+    """Text without terminal colour/cursor escapes (Ray colours its exception messages)."""
+    return ANSI_ESCAPE.sub("", text)

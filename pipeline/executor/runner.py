@@ -9,6 +9,7 @@ pools' (actor_pool.py); counts, busy time, errors, timeouts and worker deaths ar
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -19,7 +20,6 @@ import ray
 
 from vidmill.pipeline.config import StageResources
 from vidmill.pipeline.executor.actor_pool import ActorPool, Done
-from vidmill.pipeline.outcomes import FailureKind
 from vidmill.pipeline.stage import Stage, StageStats
 
 Handler = Callable[[Done], None]
@@ -54,6 +54,7 @@ class StageRunner:
                         handlers[pool](done)
         finally:
             for pool in pools:
+                self.stats.setdefault(pool.name, StageStats()).count_failures(pool.failures)
                 pool.shutdown()
 
     def map(self, pool: ActorPool, items: Iterable[tuple[Any, Any]], handler: Handler,
@@ -65,10 +66,8 @@ class StageRunner:
         stats = self.stats.setdefault(name, StageStats())
         stats.items += items
         stats.busy_s += done.seconds
-        if done.error:
+        if done.error:  # timeouts, worker deaths and retries are counted by the pool where they happen
             stats.errors += 1
-            stats.timeouts += done.failure is FailureKind.TIMEOUT
-            stats.worker_deaths += done.failure is FailureKind.WORKER_DIED
 
 
 def _packs(sizes: list[float], capacities: list[float]) -> bool:
@@ -111,5 +110,20 @@ def init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:  # "local": a fresh instance, never a cluster some earlier `ray start` left on this machine
+        # Token auth stays on; only its "you may opt out" notice is silenced for vidmill's own loopback instance.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        _watch_local_ray()
+
+
+def _watch_local_ray() -> None:
+    """Kill the local instance's leftovers if this driver dies without shutting Ray down (SIGKILL)."""
+    from vidmill.pipeline.executor import ray_watchdog
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    processes = getattr(node, "all_processes", {}) if node is not None else {}
+    raylets = [info.process.pid for info in processes.get("raylet", [])]
+    if raylets:
+        heads = [info.process.pid for infos in processes.values() for info in infos]
+        ray_watchdog.start(os.getpid(), raylets[0], heads)
 

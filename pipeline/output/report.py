@@ -14,16 +14,17 @@ from typing import Any
 
 from vidmill import __version__
 from vidmill.pipeline.config import CurateConfig
-from vidmill.pipeline.outcomes import ScoreState
+from vidmill.pipeline.outcomes import ScoreState, reason
 from vidmill.pipeline.output.workdir import atomic_write
 from vidmill.pipeline.records import ClipRecord, InputRecord
 from vidmill.pipeline.scoring import registered
+from vidmill.pipeline.sources import Listing
 from vidmill.pipeline.stage import StageStats
 
 
 def run_summary(input_uri: str, output: Path, config: CurateConfig, inputs: list[InputRecord], n_shots: int,
-                clips: list[ClipRecord], stats: dict[str, StageStats], resumed: int, started: float
-                ) -> dict[str, Any]:
+                clips: list[ClipRecord], stats: dict[str, StageStats], resumed: int, started: float,
+                listing: Listing | None = None) -> dict[str, Any]:
     wall = time.time() - started
     video_s = sum(r.duration_s or 0.0 for r in inputs)
     reasons = Counter(reason for c in clips for reason in c.reject_reasons)
@@ -38,6 +39,9 @@ def run_summary(input_uri: str, output: Path, config: CurateConfig, inputs: list
         "shots": n_shots, "clips": len(clips), "clips_kept": sum(c.kept for c in clips),
         "clips_rejected": sum(not c.kept for c in clips), "reject_reasons": dict(sorted(reasons.items())),
         "video_seconds": round(video_s, 3), "not_scored": not_scored,
+        "skipped_extensions": dict(sorted(listing.skipped_extensions.items())) if listing else {},
+        "excluded_output_files": listing.excluded_output if listing else 0,
+        "error_inputs": [{"source_uri": r.source_uri, "error": r.error} for r in inputs if r.status == "error"][:20],
     }
     return {
         "vidmill_version": __version__, "command": sys.argv, "input": input_uri,
@@ -86,8 +90,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  shots    {c['shots']}",
         f"  clips    {c['clips']} candidates, {c['clips_kept']} kept, {c['clips_rejected']} rejected",
     ]
-    for reason, n in c["reject_reasons"].items():
-        lines.append(f"           {n:5d} {reason}")
+    for name, n in c["reject_reasons"].items():
+        setting = reason(name).setting
+        lines.append(f"           {n:5d} {name:<16} {setting_hint(setting, summary['config'])}".rstrip())
+    for row in c.get("error_inputs", [])[:3]:
+        lines.append(f"  error    {row['source_uri']}: {row['error']}")
+    if c["inputs_error"] > 3:
+        lines.append(f"           ... {c['inputs_error'] - 3} more: rows with status = error in "
+                     f"{summary['output']}/inputs.parquet")
+    if c.get("skipped_extensions"):
+        skipped = ", ".join(f"{n} {ext}" for ext, n in c["skipped_extensions"].items())
+        lines.append(f"  skipped  {skipped} (not in source.extensions)")
+    if c.get("excluded_output_files"):
+        lines.append(f"  skipped  {c['excluded_output_files']} files under OUTPUT (inside INPUT)")
     for stage, statuses in c["not_scored"].items():
         for status, n in statuses.items():
             lines.append(f"  {stage}: {status} for {n} clips; no {stage} threshold applied")
@@ -95,3 +110,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"  wall     {summary['wall_s']:.1f}s, {c['video_seconds']:.1f} video-s "
                  f"({t['video_s_per_s']:.2f} video-s/s, {t['clips_per_s']:.2f} kept clips/s)")
     return "\n".join(lines)
+
+
+def setting_hint(setting: str | None, config: dict[str, Any]) -> str:
+    """`spans.min_s=2.0`: the setting behind a reason and its value in this run."""
+    if not setting:
+        return ""
+    node: Any = config
+    for part in setting.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return f"{setting}={node}"

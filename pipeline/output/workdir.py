@@ -10,17 +10,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from vidmill.pipeline.records import InputResult
+from vidmill.pipeline.sources import InputRef
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: outputs readable as the umask allows
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file and rename, so readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
@@ -59,6 +72,26 @@ class WorkDir:
         except (OSError, json.JSONDecodeError):
             return None
         return record if record.get("fingerprint") == fingerprint and record.get("caption") else None
+
+    def load_current(self, ref: InputRef) -> InputResult | None:
+        """The stored result of `ref` if it was made from the same content version, else None; a stale
+        result's clip files and captions are removed so the input is redone from scratch."""
+        result = self.load(ref.input_id)
+        if result is None:
+            return None
+        stored = result.input.source_version  # None: made before versions were recorded; compare sizes
+        if (stored != ref.version) if stored is not None else (result.input.size_bytes != ref.size_bytes):
+            self.forget(ref.input_id)
+            return None
+        return result
+
+    def forget(self, input_id: str) -> None:
+        """Remove an input's marker, clip files (under every fingerprint) and captions."""
+        self.marker(input_id).unlink(missing_ok=True)
+        for folder in (self.root / "clips").glob(f"*/{input_id}"):
+            shutil.rmtree(folder, ignore_errors=True)
+        for caption in (self.root / "captions").glob(f"{input_id}_*.json"):
+            caption.unlink(missing_ok=True)
 
     def load(self, input_id: str) -> InputResult | None:
         """The stored result of a complete input made under this fingerprint, else None."""

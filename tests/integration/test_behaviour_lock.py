@@ -3,7 +3,8 @@ values computed on the code before the issue-10 restructuring (commit 0f2927b).
 
 Run-specific parts are normalised: the bucket's temporary path (and the input ids and clip ids derived
 from it) become the file names, dup_group ids become their sorted members. Volatile columns are left
-out: clip_bytes (x264 output can differ between machines and thread counts) and caption_latency_s.
+out: clip_bytes (x264 output can differ between machines and thread counts), caption_latency_s, and
+source_version (the input's size + mtime, added later as an extension of the contract by issue 17).
 The Arrow schema (names and types) of each table is part of the hash: the contract must not change.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-VOLATILE = {"clip_bytes", "caption_latency_s"}
+VOLATILE = {"clip_bytes", "caption_latency_s", "source_version"}
 
 LOCKED = {
     "inputs.parquet": "dc13463e157038d08088737672a260269679a879eae848ca6c602d5269575a4b",

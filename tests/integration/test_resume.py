@@ -3,6 +3,7 @@ the same manifest as an uninterrupted run, and the manifest never references a p
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -75,7 +76,20 @@ def test_killed_driver_then_rerun_gives_identical_manifest(samples, curated, tmp
     assert_same_outputs(out, curated)
 
 
-def _stage_actor_pids() -> list[int]:
+def _busy_stage_actor_pids(driver_pid: int) -> list[int]:
+    """Stage actors of this driver's local Ray (found through its watchdog) that are running an item."""
+    from vidmill.pipeline.executor.ray_watchdog import _environ
+
+    raylets = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="ignore").split("\0")
+        except OSError:
+            continue
+        if "vidmill.pipeline.executor.ray_watchdog" in argv:
+            at = argv.index("vidmill.pipeline.executor.ray_watchdog")
+            if argv[at + 1] == str(driver_pid):
+                raylets.add(argv[at + 2])
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -83,21 +97,26 @@ def _stage_actor_pids() -> list[int]:
                 cmdline = (proc / "cmdline").read_bytes().decode(errors="ignore")
             except OSError:
                 continue
-            if cmdline.startswith("ray::StageActor"):
+            if cmdline.startswith("ray::StageActor.run") and _environ(int(proc.name)).get("RAY_RAYLET_PID") in raylets:
                 pids.append(int(proc.name))
     return pids
 
 
-def test_killed_worker_is_replaced_and_the_manifest_is_unchanged(samples, curated, tmp_path):
+def test_killed_worker_is_replaced_counted_and_the_manifest_is_unchanged(samples, curated, tmp_path):
     out = tmp_path / "out"
     proc = start(samples, out)
     wait_for_markers(out, 2, proc)
-    pids = _stage_actor_pids()
-    assert pids, "no stage actor worker found"
+    deadline = time.time() + 60
+    while not (pids := _busy_stage_actor_pids(proc.pid)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert pids, "no busy stage actor worker found"
     os.kill(pids[0], signal.SIGKILL)
     stdout, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, stdout
     assert_same_outputs(out, curated)
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert sum(s["worker_deaths"] for s in stages.values()) >= 1
+    assert sum(s["retries"] for s in stages.values()) >= 1
 
 
 def test_rerun_of_a_complete_output_redoes_nothing(samples, curated, tmp_path):
