@@ -45,7 +45,7 @@ from vidmill.training.data.packing import (
     plan_epoch,
 )
 from vidmill.training.data.sample import LatentSample, PackedBatch
-from vidmill.training.data.shards import decode_clip, iter_shard, read_index
+from vidmill.training.data.shards import decode_clip, iter_shard, open_binary, read_index
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -72,7 +72,7 @@ class PackingLoader:
                  world_size: int | None = None, max_epochs: int | None = None, prefetch: int = 2,
                  stall_timeout_s: float = 60.0, stall_abort_s: float | None = None,
                  on_stall: Callable[[dict], None] | None = None, index: list[SampleMeta] | None = None,
-                 open_file: Callable = open):
+                 open_file: Callable = open_binary):
         self.root = Path(latents_dir)
         self.shard_dir = self.root / "shards"
         self.index = index if index is not None else read_index(self.root)

@@ -55,7 +55,11 @@ def decode_clip(members: dict[str, bytes], key: str) -> tuple[torch.Tensor, dict
 ShardOpener = Callable[[Path], Any]
 
 
-def iter_shard(path: Path, wanted: Callable[[str], bool], open_file: ShardOpener = open
+def open_binary(path: Path):
+    return open(path, "rb")
+
+
+def iter_shard(path: Path, wanted: Callable[[str], bool], open_file: ShardOpener = open_binary
                ) -> Iterator[tuple[str, dict[str, bytes] | Exception]]:
     """(key, {suffix: bytes}) for each wanted clip of a shard, in member order; unwanted members are skipped
     unread. A damaged tar yields ("", error) once and stops: the caller counts what it did not get."""
@@ -76,7 +80,7 @@ def iter_shard(path: Path, wanted: Callable[[str], bool], open_file: ShardOpener
                     members[suffix] = handle_member.read() if handle_member else b""
             if current is not None and members:
                 yield current, members
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except Exception as exc:  # any damage to the tar itself ends this shard, counted by the caller
         if current is not None and members:
             yield current, members
         yield "", exc
