@@ -1,0 +1,83 @@
+"""`vidmill latents` on the curated sample bucket: written, read back by the loader, resumed, errors as rows."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from vidmill.training.data.encode import LatentsConfig, choose_bucket, chunk_captions
+from vidmill.training.data.latents import run_latents
+from vidmill.training.data.loader import PackingLoader
+
+
+@pytest.fixture(scope="module")
+def latents(curated: Path, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("latents")
+    return out, run_latents(curated, out, LatentsConfig(vae="tiny", size="tiny"))
+
+
+def test_latents_of_the_sample_bucket_written_and_read_back(curated, latents):
+    out, summary = latents
+    kept = [r for r in pq.read_table(curated / "manifest.parquet").to_pylist() if r["kept"]]
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert {r["clip_id"] for r in rows} == {r["clip_id"] for r in kept}
+    assert summary["vae"]["trained"] is False and "untrained" in summary["vae"]["note"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == summary["ok"] > 0
+    for r in ok:
+        # tiny: 8 fps, 8 frames per chunk (2 latent frames), buckets of the 64x64 area; VAE 4x time, 8x space
+        assert r["latent_t"] == 2 * r["n_chunks"] and r["n_chunks"] == min(8, int(r["duration_s"]))
+        assert (r["latent_h"], r["latent_w"]) == (r["bucket_h"] // 8, r["bucket_w"] // 8)
+    for r in rows:
+        assert r["status"] == "ok" or r["error"]
+    with tarfile.open(out / "shards" / ok[0]["shard"]) as tar:
+        names = tar.getnames()
+        record = json.loads(tar.extractfile(f"{ok[0]['key']}.json").read())
+    assert {f"{ok[0]['key']}.latent.safetensors", f"{ok[0]['key']}.json"} <= set(names)
+    assert record["source"]["clip_id"] == ok[0]["clip_id"] and len(record["chunk_captions"]) == ok[0]["n_chunks"]
+
+    run = PackingLoader.for_model(out, "tiny", budget=512, packs_per_step=1, max_epochs=1)
+    samples = [s for b in run for s in b.samples]
+    assert sorted({s.key.split("@")[0] for s in samples}) == sorted(r["key"] for r in ok)
+    for s in samples:
+        assert s.latent.shape[0] == 16 and torch.isfinite(s.latent).all()
+        assert len(s.captions) == s.n_chunks and any(c is not None and c.shape[1] == 384 for c in s.captions)
+
+
+def test_rerun_skips_finished_shards(curated, latents):
+    out, first = latents
+    again = run_latents(curated, out, LatentsConfig(vae="tiny", size="tiny"))
+    assert again["shards_resumed"] == again["shards"] == first["shards"]
+    assert again["ok"] == first["ok"]
+
+
+def test_a_clip_that_fails_is_an_error_row(curated, latents, tmp_path):
+    """A kept clip whose mp4 is gone from its shard: an error row, and every other clip still encoded."""
+    import shutil
+
+    copy = tmp_path / "curated"
+    shutil.copytree(curated, copy, ignore=shutil.ignore_patterns("_work"))
+    rows = pq.read_table(copy / "manifest.parquet").to_pylist()
+    victim = next(r for r in rows if r["kept"])
+    shard = copy / "shards" / victim["shard"]
+    with tarfile.open(shard) as src, tarfile.open(tmp_path / "new.tar", "w") as dst:
+        for info in src:
+            if info.name != f"{victim['key']}.mp4":
+                dst.addfile(info, src.extractfile(info))
+    (tmp_path / "new.tar").replace(shard)
+    summary = run_latents(copy, tmp_path / "latents", LatentsConfig(vae="tiny", size="tiny"))
+    out_rows = {r["clip_id"]: r for r in pq.read_table(tmp_path / "latents" / "manifest.parquet").to_pylist()}
+    assert out_rows[victim["clip_id"]]["status"] == "error" and "mp4" in out_rows[victim["clip_id"]]["error"]
+    assert summary["errors"] == latents[1]["errors"] + 1 and summary["ok"] == latents[1]["ok"] - 1
+
+
+def test_buckets_and_chunk_captions():
+    assert LatentsConfig(size="tiny").resolved_buckets() == ((64, 64), (48, 80), (80, 48))
+    assert choose_bucket(256, 448, ((64, 64), (48, 80), (80, 48))) == (48, 80)
+    assert chunk_captions(["a", "b"], 3, 1.0) == ["a", "b", None]
+    assert chunk_captions(["a", "b"], 4, 0.5) == ["a", "a", "b", "b"]
