@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save
 
-from vidmill.training.data.latents import MANIFEST_SCHEMA
+from vidmill.training.data.latents import write_manifest
 from vidmill.training.data.loader import PackingLoader
 from vidmill.training.data.packing import PackingSpec
+from vidmill.training.data.shards import clip_members, write_shard
 
 SPEC = PackingSpec(budget=256, chunk_frames=2, patch=(1, 2, 2), packs_per_step=4, buffer_size=16, balance_window=2)
 CORRUPT = "clip0007"
@@ -23,35 +21,24 @@ CORRUPT = "clip0007"
 
 def write_latents(root: Path, n: int = 60, per_shard: int = 12, corrupt: str | None = None) -> Path:
     """A latents output in the format `vidmill latents` writes (random latents, some captions)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     g = torch.Generator().manual_seed(0)
-    (root / "shards").mkdir(parents=True)
     rows, res = [], [(4, 4), (4, 6), (6, 4), (8, 8)]
     for s in range(0, n, per_shard):
-        shard = f"shard-{s // per_shard:06d}.tar"
-        with tarfile.open(root / "shards" / shard, "w") as tar:
-            for idx, i in enumerate(range(s, min(n, s + per_shard))):
-                key = f"clip{i:04d}"
-                h, w = res[i % len(res)]
-                t = 2 * (1 + i % 6)
-                latent = torch.randn(4, t, h, w, generator=g)
-                text = {f"chunk_{j}": torch.randn(3, 8, generator=g) for j in range(0, t // 2, 2)}
-                row = {"clip_id": key, "key": key, "status": "ok", "shard": shard, "member_index": idx,
-                       "latent_t": t, "latent_h": h, "latent_w": w, "n_chunks": t // 2}
-                files = {"latent.safetensors": save({"latent": latent}), "text.safetensors": save(text),
-                         "json": json.dumps(row).encode()}
-                if key == corrupt:
-                    files["latent.safetensors"] = b"not a safetensors file"
-                for suffix, data in files.items():
-                    info = tarfile.TarInfo(f"{key}.{suffix}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-                rows.append(row)
-    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in MANIFEST_SCHEMA} for r in rows],
-                                 schema=MANIFEST_SCHEMA)
-    pq.write_table(table, root / "manifest.parquet")
+        shard, clips = f"shard-{s // per_shard:06d}.tar", []
+        for i in range(s, min(n, s + per_shard)):
+            key = f"clip{i:04d}"
+            h, w = res[i % len(res)]
+            t = 2 * (1 + i % 6)
+            row = {"clip_id": key, "key": key, "status": "ok", "shard": shard, "member_index": len(clips),
+                   "latent_t": t, "latent_h": h, "latent_w": w, "n_chunks": t // 2}
+            captions = {j: torch.randn(3, 8, generator=g) for j in range(0, t // 2, 2)}
+            members = clip_members(torch.randn(4, t, h, w, generator=g), captions, row)
+            if key == corrupt:
+                members["latent.safetensors"] = b"not a safetensors file"
+            clips.append((key, members))
+            rows.append(row)
+        write_shard(root / "shards" / shard, clips)
+    write_manifest(root / "manifest.parquet", rows)
     return root
 
 

@@ -139,7 +139,7 @@ class ClipEncoder:
         self.buckets = config.resolved_buckets()
 
     @torch.no_grad()
-    def encode(self, row: dict, mp4: bytes) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    def encode(self, row: dict, mp4: bytes) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict]:
         """(latent tensors, caption tensors, info) of a clip; raises ValueError for a clip that cannot be used."""
         cfg = self.config
         n_chunks = min(cfg.max_chunks, int(math.floor(row["duration_s"] * self.fps / self.frames_per_chunk + 1e-6)))
@@ -151,8 +151,8 @@ class ClipEncoder:
         mean, _ = self.vae.encode(video[None])
         latent = (mean[0] * self.vae.cfg.scale_factor).to(getattr(torch, cfg.dtype)).cpu().contiguous()
         captions = chunk_captions(row.get("captions_per_second"), n_chunks, self.frames_per_chunk / self.fps)
-        text = {f"chunk_{j}": self.text.encode(c).clone() for j, c in enumerate(captions) if c is not None}
+        text = {j: self.text.encode(c).clone() for j, c in enumerate(captions) if c is not None}
         info = {"bucket_h": bucket[0], "bucket_w": bucket[1], "fps": self.fps, "n_chunks": n_chunks,
                 "latent_t": latent.shape[1], "latent_h": latent.shape[2], "latent_w": latent.shape[3],
                 "captioned_chunks": len(text), "chunk_captions": captions}
-        return {"latent": latent}, text, info
+        return latent, text, info

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidmill.training.data.encode import LatentsConfig
+from vidmill.training.data.shards import clip_members, write_shard
 
 MANIFEST_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("key", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -63,9 +64,6 @@ def _read_members(path: Path) -> dict[str, dict[str, bytes]]:
 
 def encode_shard(encoder, source: Path, rows: list[dict], out_dir: Path, digest: str) -> list[dict]:
     """Encode one source shard's kept clips into out_dir/shards/<name>; every clip gets a row."""
-    import torch  # noqa: F401  (the encoder's tensors)
-    from safetensors.torch import save
-
     name = source.name
     base = {"source_shard": name, "config_hash": digest}
     try:
@@ -73,38 +71,33 @@ def encode_shard(encoder, source: Path, rows: list[dict], out_dir: Path, digest:
     except (tarfile.TarError, OSError) as exc:
         return [{**base, "clip_id": r["clip_id"], "key": r["key"], "status": "error",
                  "error": f"source shard unreadable: {exc}", "duration_s": r["duration_s"]} for r in rows]
-    out_rows, buffer, index = [], io.BytesIO(), 0
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for row in rows:
-            result = {**base, "clip_id": row["clip_id"], "key": row["key"], "duration_s": row["duration_s"]}
-            try:
-                mp4 = members.get(row["key"], {}).get("mp4")
-                if mp4 is None:
-                    raise ValueError(f"{row['key']}.mp4 is not in {name}")
-                latent, text, info = encoder.encode(row, mp4)
-                result.update({k: v for k, v in info.items() if k != "chunk_captions"})
-                result.update(status="ok", error=None, shard=name, member_index=index)
-                record = {**result, "chunk_captions": info["chunk_captions"], "vae": encoder.vae_info,
-                          "text_encoder": encoder.config.text, "source": row}
-                files = {"latent.safetensors": save(latent), "json": json.dumps(record, default=str).encode()}
-                if text:
-                    files["text.safetensors"] = save(text)
-            except Exception as exc:  # one bad clip is an error row, never the end of the run
-                out_rows.append({**result, "status": "error", "error": f"{type(exc).__name__}: {exc}"})
-                continue
-            for suffix, data in files.items():
-                info_ = tarfile.TarInfo(f"{row['key']}.{suffix}")
-                info_.size, info_.mtime = len(data), 0
-                tar.addfile(info_, io.BytesIO(data))
-            index += 1
-            out_rows.append(result)
-    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    out_rows, clips = [], []
+    for row in rows:
+        result = {**base, "clip_id": row["clip_id"], "key": row["key"], "duration_s": row["duration_s"]}
+        try:
+            mp4 = members.get(row["key"], {}).get("mp4")
+            if mp4 is None:
+                raise ValueError(f"{row['key']}.mp4 is not in {name}")
+            latent, text, info = encoder.encode(row, mp4)
+            result.update({k: v for k, v in info.items() if k != "chunk_captions"})
+            result.update(status="ok", error=None, shard=name, member_index=len(clips))
+            record = {**result, "chunk_captions": info["chunk_captions"], "vae": encoder.vae_info,
+                      "text_encoder": encoder.config.text, "source": row}
+            clips.append((row["key"], clip_members(latent, text, record)))
+        except Exception as exc:  # one bad clip is an error row, never the end of the run
+            out_rows.append({**result, "status": "error", "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        out_rows.append(result)
+    write_shard(out_dir / "shards" / name, clips)
     (out_dir / "parts").mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "shards" / name, buffer.getvalue())
-    sink = io.BytesIO()
-    pq.write_table(_table(out_rows), sink)
-    _atomic_write(out_dir / "parts" / f"{Path(name).stem}.parquet", sink.getvalue())
+    write_manifest(out_dir / "parts" / f"{Path(name).stem}.parquet", out_rows)
     return out_rows
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    sink = io.BytesIO()
+    pq.write_table(_table(rows), sink)
+    _atomic_write(path, sink.getvalue())
 
 
 class ShardEncoderActor:
@@ -160,9 +153,7 @@ def run_latents(curated: str | Path, out: str | Path, config: LatentsConfig, add
     for shard in sorted(by_shard):
         part = out / "parts" / f"{Path(shard).stem}.parquet"
         rows += pq.read_table(part).to_pylist()
-    sink = io.BytesIO()
-    pq.write_table(_table(rows), sink)
-    _atomic_write(out / "manifest.parquet", sink.getvalue())
+    write_manifest(out / "manifest.parquet", rows)
     from vidmill.training.data.encode import describe_vae
 
     vae_info = describe_vae(config.vae, config.seed)

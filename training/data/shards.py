@@ -11,7 +11,9 @@ skipped by seeking past them, and a damaged member is one counted error, not a b
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,6 +52,30 @@ def decode_clip(members: dict[str, bytes], key: str) -> tuple[torch.Tensor, dict
     text = load_safetensors(members[TEXT_MEMBER]) if TEXT_MEMBER in members else {}
     captions = {int(name.split("_", 1)[1]): t for name, t in text.items()}
     return latent.float(), captions, row
+
+
+def clip_members(latent: torch.Tensor, captions: dict[int, torch.Tensor], record: dict) -> dict[str, bytes]:
+    """The members of one clip: latent, per-chunk caption features (if any), its json row."""
+    from safetensors.torch import save
+
+    members = {LATENT_MEMBER: save({"latent": latent.contiguous()}),
+               JSON_MEMBER: json.dumps(record, default=str).encode()}
+    if captions:
+        members[TEXT_MEMBER] = save({f"chunk_{j}": t.contiguous() for j, t in captions.items()})
+    return members
+
+
+def write_shard(path: Path, clips: list[tuple[str, dict[str, bytes]]]) -> None:
+    """A WebDataset tar of (key, members), written to a temporary name and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle, tarfile.open(fileobj=handle, mode="w") as tar:
+        for key, members in clips:
+            for suffix, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, path)
 
 
 ShardOpener = Callable[[Path], Any]
