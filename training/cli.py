@@ -28,13 +28,7 @@ def _latents(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    model = sub.add_parser("model", help="model registry")
-    model_sub = model.add_subparsers(dest="model_command", required=True)
-    info = model_sub.add_parser("info", help="print a model size's configuration and parameter count")
-    info.add_argument("name")
-    info.set_defaults(func=_model_info)
-
+def _add_latents(sub: argparse._SubParsersAction) -> None:
     latents = sub.add_parser("latents", help="VAE-encode the kept clips of a curated output into latent shards")
     latents.add_argument("output", help="curated output directory (manifest.parquet + shards/)")
     latents.add_argument("--vae", required=True, help="a size name (random-init, untrained) or a .safetensors VAE")
@@ -49,3 +43,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     latents.add_argument("--actors", type=int, help="encoder actors (default: one per GPU, else CPUs - 1)")
     latents.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     latents.set_defaults(func=_latents)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    model = sub.add_parser("model", help="model registry")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    info = model_sub.add_parser("info", help="print a model size's configuration and parameter count")
+    info.add_argument("name")
+    info.set_defaults(func=_model_info)
+    _add_latents(sub)

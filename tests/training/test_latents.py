@@ -81,3 +81,25 @@ def test_buckets_and_chunk_captions():
     assert choose_bucket(256, 448, ((64, 64), (48, 80), (80, 48))) == (48, 80)
     assert chunk_captions(["a", "b"], 3, 1.0) == ["a", "b", None]
     assert chunk_captions(["a", "b"], 4, 0.5) == ["a", "a", "b", "b"]
+
+
+def test_vae_checkpoint_of_a_training_run_loads(tmp_path):
+    """RUN/checkpoints/step-N/vae.safetensors (plain parameter names) with the size from RUN/config.yaml."""
+    from safetensors.torch import save_file
+
+    from vidmill.model.sizes import get_size
+    from vidmill.model.vae import VideoVAE
+    from vidmill.training.data.encode import load_vae
+
+    torch.manual_seed(5)
+    vae = VideoVAE(get_size("tiny").vae)
+    ckpt = tmp_path / "RUN" / "checkpoints" / "step-3"
+    ckpt.mkdir(parents=True)
+    (tmp_path / "RUN" / "config.yaml").write_text("size: tiny\n")
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(ckpt / "vae.safetensors"))
+    loaded, info = load_vae(str(ckpt / "vae.safetensors"), size="small")
+    assert info == {"vae": str(ckpt / "vae.safetensors"), "trained": True, "size": "tiny"}
+    for (name, a), (_, b) in zip(vae.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError):
+        load_vae(str(tmp_path / "nope.safetensors"), size="tiny")

@@ -187,3 +187,49 @@ def test_two_gloo_ranks_resume_without_loss_or_repeat(latents, tmp_path):
     assert len(both) == len(set(both))
     single = [s.key for b in take(loader(latents, 0, 1)) for s in b.samples]
     assert sorted(both) == sorted(single)
+
+
+def test_pack_masks_match_the_model_layout(latents):
+    """The slices a batch carries equal `visible()` over the layout `vidmill.model.dit.pack` builds for it."""
+    from dataclasses import replace
+
+    from vidmill.model.attention import TokenLayout, visible
+    from vidmill.model.dit import pack
+    from vidmill.model.mask import to_dense
+    from vidmill.model.sizes import get_size
+
+    cfg = replace(get_size("tiny").dit, latent_channels=4, text_dim=8)
+    batch = next(iter(loader(latents, 0, 1)))
+    for idx, mask in zip(batch.packs, batch.masks, strict=True):
+        samples = [batch.samples[i] for i in idx]
+        p = pack([s.latent for s in samples], [torch.zeros(s.n_chunks) for s in samples],
+                 [s.captions for s in samples], cfg)
+        pad = SPEC.budget - len(p.layout)
+        layout = p.layout.cat(TokenLayout(torch.full((pad,), -1), torch.zeros(pad, dtype=torch.long)))
+        assert torch.equal(to_dense(mask), visible(layout, layout))
+
+
+def test_each_epoch_has_its_own_order_and_the_same_samples(latents):
+    batches = take(loader(latents, 0, 1, max_epochs=2))
+    epochs = [[s.key for b in batches if b.epoch == e for s in b.samples] for e in (0, 1)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) and epochs[0] != epochs[1]
+    assert [b.step for b in batches] == list(range(len(batches)))
+
+
+def test_micro_batches_are_the_step_packs_and_resume_mid_step(latents):
+    """micro_batches=True: one pack per item (the trainer's micro-batch); a state saved mid-step resumes exactly."""
+    steps = take(loader(latents, 0, 1))
+    micro = take(loader(latents, 0, 1, micro_batches=True))
+    assert len(micro) == sum(len(b.packs) for b in steps) == len(steps) * SPEC.packs_per_step
+    assert [s.key for b in micro for s in b.samples] == [s.key for b in steps for s in b.samples]
+    assert all(b.tokens <= b.budget == SPEC.budget and len(b.masks) == 1 for b in micro)
+    first = loader(latents, 0, 1, micro_batches=True)
+    head = take(first, 6)  # 4 packs per step: stops inside the second global step
+    state = first.state_dict()
+    first.close()
+    assert (state["global_step"], state["micro"]) == (1, 2)
+    resumed = loader(latents, 0, 1, micro_batches=True)
+    resumed.load_state_dict(state)
+    assert [signature(b) for b in head + take(resumed)] == [signature(b) for b in micro]
+    with pytest.raises(ValueError, match="middle of a global step"):
+        loader(latents, 0, 2, micro_batches=True).load_state_dict(state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +77,31 @@ def load_vae(spec: str, size: str, seed: int = 0) -> tuple[VideoVAE, dict]:
 
     with safe_open(str(path), "pt") as handle:
         meta = handle.metadata() or {}
-    cfg = get_size(meta.get("size", size)).vae
+    size_name, overrides = _run_config(path)
+    size_name = meta.get("size") or size_name or size
+    cfg = replace(get_size(size_name).vae, **overrides)
     vae = VideoVAE(cfg)
-    state = load_file(str(path))
-    state = {k.removeprefix("vae."): v for k, v in state.items()}
+    state = {k.removeprefix("vae."): v for k, v in load_file(str(path)).items()}
     vae.load_state_dict(state)
-    return vae.eval(), {"vae": str(path), "trained": True, "size": meta.get("size", size)}
+    return vae.eval(), {"vae": str(path), "trained": True, "size": size_name}
+
+
+def _run_config(path: Path) -> tuple[str | None, dict]:
+    """The size (and VAEConfig overrides) in the config.yaml of the training run a checkpoint belongs to
+    (RUN/checkpoints/step-N/vae.safetensors -> RUN/config.yaml), if there is one."""
+    import yaml
+
+    fields = set(VAEConfig.__dataclass_fields__)
+    for parent in list(path.parents)[:3]:
+        config = parent / "config.yaml"
+        if config.is_file():
+            data = yaml.safe_load(config.read_text()) or {}
+            size = data.get("size")
+            size = size.get("name") if isinstance(size, dict) else size
+            vae = data.get("vae") if isinstance(data.get("vae"), dict) else {}
+            overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in vae.items() if k in fields}
+            return size, overrides
+    return None, {}
 
 
 def read_frames(data: bytes, fps: float, n_frames: int, bucket: tuple[int, int]) -> torch.Tensor:

@@ -72,7 +72,7 @@ class PackingLoader:
                  world_size: int | None = None, max_epochs: int | None = None, prefetch: int = 2,
                  stall_timeout_s: float = 60.0, stall_abort_s: float | None = None,
                  on_stall: Callable[[dict], None] | None = None, index: list[SampleMeta] | None = None,
-                 open_file: Callable = open_binary):
+                 open_file: Callable = open_binary, micro_batches: bool = False):
         self.root = Path(latents_dir)
         self.shard_dir = self.root / "shards"
         self.index = index if index is not None else read_index(self.root)
@@ -86,7 +86,10 @@ class PackingLoader:
         self.stall_timeout_s, self.stall_abort_s, self.on_stall = stall_timeout_s, stall_abort_s, on_stall
         self.open_file = open_file
         self.fingerprint = fingerprint(self.index)
-        self.epoch, self.global_step, self.step = 0, 0, 0
+        self.epoch, self.global_step, self.step, self.micro = 0, 0, 0, 0
+        self.micro_batches = micro_batches
+        self._pending: list[RankBatch] = []
+        self._after = (0, 0)
         self.skipped: dict[str, int] = {"corrupt": 0, "missing": 0, "bad_shard": 0}
         self.skipped_keys: list[str] = []
         self._pending_skips: list[tuple[str, str]] = []
@@ -117,7 +120,7 @@ class PackingLoader:
         spec = asdict(self.spec)
         spec["patch"] = list(spec["patch"])
         return {"version": STATE_VERSION, "seed": self.seed, "epoch": self.epoch, "global_step": self.global_step,
-                "step": self.step, "spec": spec, "fingerprint": self.fingerprint,
+                "micro": self.micro, "step": self.step, "spec": spec, "fingerprint": self.fingerprint,
                 "shard_cursor": self._shard_cursor(), "skipped": dict(self.skipped), "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -134,7 +137,12 @@ class PackingLoader:
         if new_spec != self.spec or state["seed"] != self.seed:
             log.warning("loader: resuming with the saved packing settings %s and seed %s", new_spec, state["seed"])
         self.spec, self.seed = new_spec, state["seed"]
+        if state.get("micro", 0) and state.get("world_size") != self.world_size:
+            raise ValueError("this loader state is in the middle of a global step (micro-batch "
+                             f"{state['micro']}): resume it on {state.get('world_size')} ranks, or from a state saved "
+                             "at a step boundary")
         self.epoch, self.global_step, self.step = state["epoch"], state["global_step"], state["step"]
+        self.micro, self._pending = state.get("micro", 0), []
         self.skipped = {**self.skipped, **state.get("skipped", {})}
         self._plans.clear()
 
@@ -156,6 +164,31 @@ class PackingLoader:
         return self
 
     def __next__(self) -> RankBatch:
+        if self.micro_batches:
+            return self._next_micro()
+        return self._next_step()
+
+    @property
+    def packs_per_rank(self) -> int:
+        """Packs (micro-batches) each rank gets per global step, at most (the trainer's gradient accumulation)."""
+        return -(-self.spec.packs_per_step // self.world_size)
+
+    def _next_micro(self) -> RankBatch:
+        """One pack of this rank's share of a global step; the cursor moves on after the step's last pack."""
+        if not self._pending:
+            epoch, step, total = self.epoch, self.global_step, self.step
+            batch = self._next_step()
+            self.epoch, self.global_step, self.step = epoch, step, total  # until the step's packs are consumed
+            self._pending = [_one_pack(batch, i) for i in range(len(batch.packs))][self.micro:]
+            self._after = (int(batch.stats["next_epoch"]), int(batch.stats["next_step"]))
+        micro = self._pending.pop(0)
+        self.micro += 1
+        if not self._pending:
+            (self.epoch, self.global_step), self.micro = self._after, 0
+            self.step += 1
+        return micro
+
+    def _next_step(self) -> RankBatch:
         if self._worker is None:
             self._start()
         waited, start = 0.0, time.monotonic()
@@ -182,6 +215,7 @@ class PackingLoader:
         self.epoch, self.global_step = next_epoch, next_step
         self.step += 1
         batch.step = self.step - 1
+        batch.stats.update(next_epoch=float(next_epoch), next_step=float(next_step))
         batch.stats["wait_s"] = waited
         batch.stats.update({f"skipped_{k}": float(v) for k, v in self.skipped.items()})
         batch.stats["stalls"] = float(self.stalls)
@@ -372,6 +406,22 @@ def _sample(piece: Piece, decoded: tuple, spec: PackingSpec) -> LatentSample:
     chunk_latent = latent[:, start:stop].contiguous()
     caps = [captions.get(piece.first_chunk + j) for j in range(len(piece.chunks))]
     return LatentSample(key=piece.key, latent=chunk_latent, captions=caps, first_chunk=piece.first_chunk)
+
+
+def _one_pack(batch: RankBatch, i: int) -> RankBatch:
+    """Pack i of a rank's step as a batch of its own (one micro-batch of at most pack_budget tokens)."""
+    idx = batch.packs[i]
+    samples = [batch.samples[j] for j in idx]
+    mask = batch.masks[i]
+    pad = next((s.q_range[1] - s.q_range[0] for s in mask.slices if s.mask_type != 0), 0)
+    tokens = mask.q_len - pad
+    cost = mask.area - pad
+    stats = {**batch.stats, "samples": float(len(samples)), "tokens": float(tokens), "packs": 1.0,
+             "padding_pct": 100.0 * pad / mask.q_len, "attention_cost": float(cost), "micro_batch": float(i),
+             "micro_batches": float(len(batch.packs))}
+    return RankBatch(samples=samples, tokens=tokens, budget=mask.q_len, attention_cost=cost, stats=stats,
+                     packs=[list(range(len(samples)))], masks=[mask], pack_budget=batch.pack_budget,
+                     epoch=batch.epoch, global_step=batch.global_step, step=batch.step)
 
 
 def _dist_rank_world() -> tuple[int, int]:
