@@ -95,6 +95,7 @@ class PackingLoader:
         self._pending_skips: list[tuple[str, str]] = []
         self.stalls = 0
         self._plans: dict[int, EpochPlan] = {}
+        self._plan_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
@@ -147,9 +148,13 @@ class PackingLoader:
         self._plans.clear()
 
     def plan(self, epoch: int) -> EpochPlan:
-        if epoch not in self._plans:
-            self._plans = {epoch: plan_epoch(self.index, self.spec, self.seed, epoch)}
-        return self._plans[epoch]
+        """The epoch's plan (computed once; the reader thread and state_dict share the last two epochs')."""
+        with self._plan_lock:
+            if epoch not in self._plans:
+                self._plans[epoch] = plan_epoch(self.index, self.spec, self.seed, epoch)
+                for old in sorted(self._plans)[:-2]:
+                    del self._plans[old]
+            return self._plans[epoch]
 
     def _shard_cursor(self) -> int:
         """Position in the epoch's shard order of the first shard that still holds an unconsumed sample."""
