@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vidmill.training.data.latents import write_manifest
-from vidmill.training.data.loader import PackingLoader
+from vidmill.training.data.loader import LoaderStalled, PackingLoader
 from vidmill.training.data.packing import PackingSpec
 from vidmill.training.data.shards import clip_members, write_shard
 
@@ -156,6 +156,12 @@ def test_stall_watchdog_reports_a_loader_that_stops(latents):
     run.close()
     assert reports and "reading" in reports[0]["activity"]
     assert batch.stats["stalls"] >= 1
+
+    calls.clear()
+    aborting = loader(latents, 0, 1, stall_timeout_s=0.2, stall_abort_s=0.5, open_file=slow_open)
+    with pytest.raises(LoaderStalled, match="no progress"):
+        next(iter(aborting))
+    aborting.close()
 
 
 def _gloo_worker(rank: int, world: int, root: str, init: str, out: str) -> None:

@@ -282,6 +282,7 @@ class PackingLoader:
         self._pending_skips = []
         try:
             while self.max_epochs is None or epoch < self.max_epochs:
+                self._beat(f"planning epoch {epoch}")
                 plan = self.plan(epoch)
                 for batch in self._epoch_batches(plan, epoch, step, stop):
                     step += 1
