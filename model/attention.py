@@ -105,7 +105,7 @@ def _flash_varlen(q, k, v, mask: AttnMask):
         q[:, qi].transpose(0, 1).contiguous(), k[:, kj].transpose(0, 1).contiguous(),
         v[:, kj].transpose(0, 1).contiguous(), args.cu_seqlens_q, args.cu_seqlens_k, args.max_seqlen_q,
         args.max_seqlen_k)
-    result = torch.empty_like(q)
+    result = torch.zeros_like(q)  # a query no slice covers (padding before a KV cache) reads nothing
     result[:, qi] = out.transpose(0, 1)
     return result
 
