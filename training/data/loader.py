@@ -9,7 +9,9 @@ Usage (one loader per rank; it has no collective operations, each rank computes 
         for idx in batch.packs:               # this rank's packs: micro-batches of at most batch.pack_budget
             samples = [batch.samples[i] for i in idx]
             ...  # vidmill.model.dit.pack([s.latent for s in samples], t, [s.captions ...], cfg)
-    state = loader.state_dict()               # JSON-able; same on every rank: save it once
+    # or micro_batches=True: one PackedBatch per pack (<= budget tokens), the trainer's micro-batch;
+    # loader.packs_per_rank micro-batches make one global step (gradient accumulation)
+    state = loader.state_dict()               # JSON-able; same on every rank at a step boundary
     loader.load_state_dict(state)             # before iterating: continues at the next global step
 
 A global step is `packs_per_step` packs whatever the number of ranks; each rank gets a share of them balanced
@@ -82,6 +84,9 @@ class PackingLoader:
         self.world_size = default_world if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        if micro_batches and spec.packs_per_step % self.world_size:
+            log.warning("loader: packs_per_step %d is not a multiple of %d ranks: ranks get different numbers of "
+                        "micro-batches per step", spec.packs_per_step, self.world_size)
         self.max_epochs, self.prefetch = max_epochs, prefetch
         self.stall_timeout_s, self.stall_abort_s, self.on_stall = stall_timeout_s, stall_abort_s, on_stall
         self.open_file = open_file

@@ -246,14 +246,17 @@ def plan_epoch(metas: Sequence[SampleMeta], spec: PackingSpec, seed: int, epoch:
 
 
 def assign_ranks(step: Sequence[Pack], world_size: int) -> list[list[int]]:
-    """Pack indices per rank: costliest pack first onto the rank with the least attention cost so far."""
+    """Pack indices per rank: costliest pack first onto the rank with the least attention cost so far, among the
+    ranks that still have room: every rank gets len(step) // world_size packs (the first len(step) % world_size
+    ranks one more), so ranks run the same number of micro-batches."""
     if world_size > len(step):
         raise ValueError(f"a global step has {len(step)} packs, fewer than the {world_size} ranks: set "
                          f"packs_per_step to at least the largest number of ranks you will train (or resume) on")
+    caps = [len(step) // world_size + (1 if r < len(step) % world_size else 0) for r in range(world_size)]
     loads = [0] * world_size
     ranks: list[list[int]] = [[] for _ in range(world_size)]
     for i in sorted(range(len(step)), key=lambda i: (-step[i].cost, i)):
-        r = min(range(world_size), key=lambda r: (loads[r], len(ranks[r]), r))
+        r = min((r for r in range(world_size) if len(ranks[r]) < caps[r]), key=lambda r: (loads[r], r))
         ranks[r].append(i)
         loads[r] += step[i].cost
     return [sorted(r) for r in ranks]
