@@ -157,6 +157,12 @@ def test_stall_watchdog_reports_a_loader_that_stops(latents):
     assert reports and "reading" in reports[0]["activity"]
     assert batch.stats["stalls"] >= 1
 
+    quiet = []
+    finished = loader(latents, 0, 1, stall_timeout_s=0.2, on_stall=quiet.append)
+    take(finished)
+    time.sleep(0.8)  # a loader whose epochs are done is not stalled
+    assert not quiet
+
     calls.clear()
     aborting = loader(latents, 0, 1, stall_timeout_s=0.2, stall_abort_s=0.5, open_file=slow_open)
     with pytest.raises(LoaderStalled, match="no progress"):

@@ -303,6 +303,9 @@ class PackingLoader:
             self._put(q, stop, None)
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(q, stop, exc)
+        finally:  # done: nothing left to watch
+            self._busy = False
+            stop.set()
 
     def _epoch_batches(self, plan: EpochPlan, epoch: int, start: int, stop: threading.Event):
         spec = self.spec
