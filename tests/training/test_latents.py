@@ -49,11 +49,15 @@ def test_latents_of_the_sample_bucket_written_and_read_back(curated, latents):
         assert len(s.captions) == s.n_chunks and any(c is not None and c.shape[1] == 384 for c in s.captions)
 
 
-def test_rerun_skips_finished_shards(curated, latents):
+def test_rerun_skips_finished_shards(curated, latents, capsys):
+    """The same command again (through the CLI) finds every shard finished and encodes nothing."""
+    from vidmill.cli import main
+
     out, first = latents
-    again = run_latents(curated, out, LatentsConfig(vae="tiny", size="tiny"))
-    assert again["shards_resumed"] == again["shards"] == first["shards"]
-    assert again["ok"] == first["ok"]
+    assert main(["latents", str(curated), "--vae", "tiny", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["shards_resumed"] == printed["shards"] == first["shards"]
+    assert printed["ok"] == first["ok"] and printed["vae"]["trained"] is False
 
 
 def test_a_clip_that_fails_is_an_error_row(curated, latents, tmp_path):
