@@ -61,23 +61,27 @@ def test_rerun_skips_finished_shards(curated, latents, capsys):
 
 
 def test_a_clip_that_fails_is_an_error_row(curated, latents, tmp_path):
-    """A kept clip whose mp4 is gone from its shard: an error row, and every other clip still encoded."""
-    import shutil
+    """A kept clip whose mp4 is gone from its shard: an error row, and every other clip of the shard encoded."""
+    from vidmill.training.data.encode import ClipEncoder
+    from vidmill.training.data.latents import encode_shard
 
-    copy = tmp_path / "curated"
-    shutil.copytree(curated, copy, ignore=shutil.ignore_patterns("_work"))
-    rows = pq.read_table(copy / "manifest.parquet").to_pylist()
-    victim = next(r for r in rows if r["kept"])
-    shard = copy / "shards" / victim["shard"]
-    with tarfile.open(shard) as src, tarfile.open(tmp_path / "new.tar", "w") as dst:
+    rows = [r for r in pq.read_table(curated / "manifest.parquet").to_pylist() if r["kept"]]
+    victim = rows[0]
+    shard = tmp_path / victim["shard"]
+    with tarfile.open(curated / "shards" / victim["shard"]) as src, tarfile.open(shard, "w") as dst:
         for info in src:
             if info.name != f"{victim['key']}.mp4":
                 dst.addfile(info, src.extractfile(info))
-    (tmp_path / "new.tar").replace(shard)
-    summary = run_latents(copy, tmp_path / "latents", LatentsConfig(vae="tiny", size="tiny"))
-    out_rows = {r["clip_id"]: r for r in pq.read_table(tmp_path / "latents" / "manifest.parquet").to_pylist()}
-    assert out_rows[victim["clip_id"]]["status"] == "error" and "mp4" in out_rows[victim["clip_id"]]["error"]
-    assert summary["errors"] == latents[1]["errors"] + 1 and summary["ok"] == latents[1]["ok"] - 1
+    same_shard = [r for r in rows if r["shard"] == victim["shard"]][:3]  # the victim and two more: fast
+    out_rows = encode_shard(ClipEncoder(LatentsConfig(vae="tiny", size="tiny")), shard, same_shard,
+                            tmp_path / "latents", "test")
+    by_id = {r["clip_id"]: r for r in out_rows}
+    assert by_id[victim["clip_id"]]["status"] == "error" and "mp4" in by_id[victim["clip_id"]]["error"]
+    ok_before = {r["clip_id"] for r in pq.read_table(latents[0] / "manifest.parquet").to_pylist()
+                 if r["status"] == "ok"}
+    assert {c for c, r in by_id.items() if r["status"] == "ok"} == ok_before & {r["clip_id"] for r in same_shard} - \
+        {victim["clip_id"]}
+    assert (tmp_path / "latents" / "parts" / f"{shard.stem}.parquet").exists()
 
 
 def test_buckets_and_chunk_captions():
