@@ -7,7 +7,8 @@ Padding tokens have sample id -1 and see only themselves.
 
 Backends: "sdpa" (dense boolean mask; CPU and CUDA, forward and backward: the reference),
 "flex" (torch flex_attention with a block mask: CUDA; on CPU forward only), "flash" (flash-attn varlen,
-CUDA only, import-guarded).
+CUDA only, import-guarded). `sliced_attention` takes the same backends over a MagiAttention-style slice
+description (model/mask.py), which the packing loader emits with every batch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from vidmill.model.mask import AttnMask, mask_from_layout, to_dense, to_flash_varlen, to_flex_block_mask
 
 BACKENDS = ("sdpa", "flex", "flash")
 
@@ -76,6 +79,37 @@ def block_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_
     return _flash(q, k, v, q_layout, k_layout, window, isolate)
 
 
+def sliced_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask,
+                     backend: str = "sdpa") -> torch.Tensor:
+    """q [Hq, Nq, D], k/v [Hkv, Nk, D] under a slice mask, compiled to the backend's form."""
+    check_backend(backend, q.device, torch.is_grad_enabled() and q.requires_grad)
+    gqa = k.shape[0] != q.shape[0]
+    if backend == "sdpa":
+        dense = to_dense(mask, q.device)
+        return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=dense[None, None],
+                                              enable_gqa=gqa)[0]
+    if backend == "flex":
+        from torch.nn.attention.flex_attention import flex_attention
+
+        block_mask = to_flex_block_mask(mask, q.device)
+        return flex_attention(q[None], k[None], v[None], block_mask=block_mask, enable_gqa=gqa)[0]
+    return _flash_varlen(q, k, v, mask)
+
+
+def _flash_varlen(q, k, v, mask: AttnMask):
+    from flash_attn import flash_attn_varlen_func
+
+    args = to_flash_varlen(mask, q.device)
+    qi, kj = args.q_index, args.k_index
+    out = flash_attn_varlen_func(
+        q[:, qi].transpose(0, 1).contiguous(), k[:, kj].transpose(0, 1).contiguous(),
+        v[:, kj].transpose(0, 1).contiguous(), args.cu_seqlens_q, args.cu_seqlens_k, args.max_seqlen_q,
+        args.max_seqlen_k)
+    result = torch.zeros_like(q)  # a query no slice covers (padding before a KV cache) reads nothing
+    result[:, qi] = out.transpose(0, 1)
+    return result
+
+
 def _flex(q, k, v, q_layout, k_layout, window, isolate):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -97,25 +131,7 @@ def _flex(q, k, v, q_layout, k_layout, window, isolate):
 
 
 def _flash(q, k, v, q_layout, k_layout, window, isolate):
-    """flash-attn varlen: each (sample, chunk) query group against its visible key range, gathered."""
-    from flash_attn import flash_attn_varlen_func
-
-    groups = torch.stack([q_layout.sample_id, q_layout.chunk_id], 1).unique(dim=0)
-    q_idx, k_idx, cu_q, cu_k = [], [], [0], [0]
-    for sample, chunk in groups.tolist():
-        qi = ((q_layout.sample_id == sample) & (q_layout.chunk_id == chunk)).nonzero()[:, 0]
-        single = TokenLayout(q_layout.sample_id[qi[:1]], q_layout.chunk_id[qi[:1]])
-        kj = visible(single, k_layout, window, isolate)[0].nonzero()[:, 0] if sample >= 0 else qi
-        q_idx.append(qi)
-        k_idx.append(kj)
-        cu_q.append(cu_q[-1] + len(qi))
-        cu_k.append(cu_k[-1] + len(kj))
-    qi, kj = torch.cat(q_idx), torch.cat(k_idx)
-    dev = q.device
-    out = flash_attn_varlen_func(
-        q[:, qi].transpose(0, 1).contiguous(), k[:, kj].transpose(0, 1).contiguous(),
-        v[:, kj].transpose(0, 1).contiguous(), torch.tensor(cu_q, device=dev, dtype=torch.int32),
-        torch.tensor(cu_k, device=dev, dtype=torch.int32), max(map(len, q_idx)), max(map(len, k_idx)))
-    result = torch.empty_like(q)
-    result[:, qi] = out.transpose(0, 1)
-    return result
+    """flash-attn varlen over the layout's slices: each (sample, chunk) query range against its visible keys."""
+    mask = mask_from_layout(q_layout.sample_id, q_layout.chunk_id, k_layout.sample_id, k_layout.chunk_id,
+                            window, isolate)
+    return _flash_varlen(q, k, v, mask)

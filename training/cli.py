@@ -1,4 +1,4 @@
-"""Training's subcommands: `vidmill model info`."""
+"""Training's subcommands: `vidmill model info`, `vidmill latents`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,42 @@ def _model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latents(args: argparse.Namespace) -> int:
+    from vidmill.training.data.encode import LatentsConfig
+    from vidmill.training.data.latents import run_latents
+
+    buckets = tuple(tuple(int(v) for v in b.lower().split("x")) for b in args.buckets.split(",")) if args.buckets \
+        else ()
+    config = LatentsConfig(vae=args.vae, size=args.size or (args.vae if args.vae in ("tiny", "small") else "tiny"),
+                           buckets=buckets, max_chunks=args.max_chunks, text=args.text, text_path=args.text_path,
+                           dtype=args.dtype, seed=args.seed)
+    summary = run_latents(args.output, args.out, config, args.address, args.actors)
+    print(json.dumps({k: summary[k] for k in ("clips", "ok", "errors", "shards", "shards_resumed", "wall_s", "vae")},
+                     indent=2))
+    return 0
+
+
+def _add_latents(sub: argparse._SubParsersAction) -> None:
+    latents = sub.add_parser("latents", help="VAE-encode the kept clips of a curated output into latent shards")
+    latents.add_argument("output", help="curated output directory (manifest.parquet + shards/)")
+    latents.add_argument("--vae", required=True, help="a size name (random-init, untrained) or a .safetensors VAE")
+    latents.add_argument("--out", required=True, help="latents output directory")
+    latents.add_argument("--size", help="model size for chunk length / checkpoint config (default: the --vae size)")
+    latents.add_argument("--buckets", help="resolution buckets HxW,HxW (default: the size's area in 1:1, 9:16, 16:9)")
+    latents.add_argument("--max-chunks", type=int, default=8)
+    latents.add_argument("--text", default="minilm", choices=("minilm", "t5"))
+    latents.add_argument("--text-path", help="local text encoder directory (t5)")
+    latents.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    latents.add_argument("--seed", type=int, default=0, help="seed of a random-init VAE")
+    latents.add_argument("--actors", type=int, help="encoder actors (default: one per GPU, else CPUs - 1)")
+    latents.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
+    latents.set_defaults(func=_latents)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     model = sub.add_parser("model", help="model registry")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     info = model_sub.add_parser("info", help="print a model size's configuration and parameter count")
     info.add_argument("name")
     info.set_defaults(func=_model_info)
+    _add_latents(sub)
