@@ -16,7 +16,7 @@ import numpy as np
 
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.decode import DecodeError, Probe, VideoReader, scaled_to
-from vidmill.pipeline.shots import DETECTION_LONG_SIDE, Shot, ShotDetector, shots_from_cuts
+from vidmill.pipeline.shots import Shot, ShotDetector, shots_from_cuts
 from vidmill.pipeline.sources import InputRef, open_input
 from vidmill.pipeline.spans import clip_spans
 from vidmill.pipeline.stage import InputError, Stage
@@ -151,13 +151,12 @@ class AnalyzeInput(Stage):
         settle_s = (2 * cfg.shots.window_width + 4) / fps + 1.0
         display = (probe.display_width, probe.display_height)
         detector = ShotDetector(cfg.shots, probe.time_base, probe.fps)
-        detect_size = scaled_to(display, long_side=DETECTION_LONG_SIDE)
         tap_size = scaled_to(display, short_side=cfg.decode.tap_short_side)
         tap_fps, next_tap = cfg.decode.tap_fps, rng.start_s
         start, end = rng.start_s - 1e-6, math.inf if rng.end_s is None else rng.end_s - 1e-6
         stop = None if rng.end_s is None else rng.end_s + settle_s
         for frame in reader.decoded(start_s=max(0.0, rng.start_s - warm_s), end_s=stop):
-            detector.add(frame.pts, frame.time_s, frame.image(detect_size, "FAST_BILINEAR"))
+            detector.add_frame(frame)
             if not start <= frame.time_s < end:  # warm-up or settle margin: for the detector only
                 continue
             out.frame_times.append(frame.time_s)

@@ -45,6 +45,7 @@ class ShotConfig:
     window_width: int = 2
     content_threshold: float = 27.0
     luma_only: bool = False
+    frame_scaling: str = "exact"  # exact: frames as PySceneDetect prepares them, same cuts; fast: swscale (opt-in)
 
 
 @dataclass
