@@ -98,6 +98,9 @@ class OcrScoring:
     min_confidence: float = 0.6  # ... with this recognition confidence
     persist_iou: float = 0.9
     unchanged_max: float = 0.001  # a frame this little changed (pixel fraction) since the last read keeps its boxes
+    detail_short_side: int = 720  # small text: likely taps are also kept at this short side (<= source); 0: off
+    detail_line_min: float = 0.02  # text-line likelihood at tap resolution that sends a tap to detail OCR
+    detail_read_max: int = 4  # detail copies: new boxes recognised per frame (the rest take their majority verdict)
 
 
 @dataclass
