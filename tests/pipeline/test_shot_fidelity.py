@@ -3,7 +3,7 @@ tests/fixtures/realclips): the same cuts, frame for frame, for both detectors, a
 
 testvideo.mp4 (1280x720, 29.97 fps) is the clip where swscale's FAST_BILINEAR downscale used to add a
 ContentDetector cut at frame 691 that PySceneDetect does not find; counter.mp4 is 1080p (a 7.5x downscale,
-two taps per axis); delayed_start.mp4 is MPEG-4 480x320 (an odd detection height, 171) whose video starts late.
+two taps per axis); delayed_start.mp4 is MPEG-4 480x320 (an odd detection height, 171), timestamps from 1.075 s.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import csv
 import functools
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,12 @@ from vidmill.pipeline.decode import VideoReader
 from vidmill.pipeline.shots import ShotDetector, detection_size, shots_from_cuts
 
 CLIPS = Path(__file__).resolve().parents[1] / "fixtures" / "realclips"
-NAMES = ["testvideo.mp4", "counter.mp4", "delayed_start.mp4"]
+SHA256 = {  # unmodified, as the licence requires
+    "testvideo.mp4": "26775661b477bd739b3ba870aed04737179518abaf2a6e516ace6c94957aaa47",
+    "counter.mp4": "6974d5052805bbcdcfd38cb09f00f6f582ce9bca41954aa036ba7ffa687e76ac",
+    "delayed_start.mp4": "0a7c0fcc74d87c53bfd34119a73516be2cfe6b1496d0aef2a5af508331af8e1f",
+}
+NAMES = list(SHA256)
 SETTINGS = {  # vidmill's defaults, and PySceneDetect's own defaults for AdaptiveDetector
     "adaptive": ShotConfig(detector="adaptive"),
     "adaptive-upstream-defaults": ShotConfig(detector="adaptive", adaptive_threshold=3.0, min_content_val=15.0),
@@ -91,10 +97,10 @@ def upstream_scores(tmp_path_factory) -> dict[str, list[float]]:
     return out
 
 
-def test_fixtures_are_present_with_their_licence():
+def test_fixtures_are_unmodified_with_their_licence():
     assert (CLIPS / "LICENSE-PySceneDetect-resources.txt").is_file()
-    for name in NAMES:
-        assert (CLIPS / name).stat().st_size > 10_000
+    for name, digest in SHA256.items():
+        assert hashlib.sha256((CLIPS / name).read_bytes()).hexdigest() == digest
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -20,8 +20,9 @@ from vidmill.pipeline.samples import write_video
 from vidmill.pipeline.small_text import detail_size, text_line_fraction
 from vidmill.pipeline.sources import list_inputs
 
-WORDS = ("the quick brown fox jumps over a lazy dog video curation pipeline shards manifest caption sidebar "
-         "image article page menu search login weather news sport science history").split()
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "video", "curation", "pipeline",
+         "shards", "manifest", "caption", "sidebar", "image", "article", "page", "menu", "search", "login",
+         "weather", "news", "sport", "science", "history"]
 REAL_CLIP = Path(__file__).resolve().parents[1] / "fixtures" / "realclips" / "testvideo.mp4"
 
 
