@@ -47,6 +47,7 @@ class ShotConfig:
     window_width: int = 2
     content_threshold: float = 27.0
     luma_only: bool = False
+    frame_scaling: str = "exact"  # exact: frames as PySceneDetect prepares them, same cuts; fast: swscale (opt-in)
 
 
 @dataclass
@@ -99,6 +100,9 @@ class OcrScoring:
     min_confidence: float = 0.6  # ... with this recognition confidence
     persist_iou: float = 0.9
     unchanged_max: float = 0.001  # a frame this little changed (pixel fraction) since the last read keeps its boxes
+    detail_short_side: int = 720  # small text: likely taps are also kept at this short side (<= source); 0: off
+    detail_line_min: float = 0.02  # text-line likelihood at tap resolution that sends a tap to detail OCR
+    detail_read_max: int = 4  # detail copies: new boxes recognised per frame (the rest take their majority verdict)
 
 
 @dataclass
@@ -238,9 +242,29 @@ class CurateConfig:
         return data
 
     def fingerprint(self, *sections: str) -> str:
-        """Stable text of the named sections: work done under another fingerprint is redone."""
+        """Stable text of the named sections: work done under another fingerprint is redone.
+
+        A setting added after outputs were first written is left out while it holds the value that
+        reproduces the earlier behaviour (LEGACY), so work made before it existed resumes under that
+        behaviour, and is redone under the new default.
+        """
         data = self.to_dict()
+        for key, (value, with_it) in LEGACY.items():
+            section, *path = key.split(".")
+            node = data[section]
+            for part in path[:-1]:
+                node = node[part]
+            if node.get(path[-1]) == value:
+                for dropped in (key, *with_it):
+                    node.pop(dropped.rsplit(".", 1)[-1], None)
         return json.dumps({name: data[name] for name in sections}, sort_keys=True)
+
+
+# setting -> (the value that reproduces the behaviour before it existed, settings that only matter with it)
+LEGACY: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "shots.frame_scaling": ("fast", ()),
+    "scoring.ocr.detail_short_side": (0, ("scoring.ocr.detail_line_min", "scoring.ocr.detail_read_max")),
+}
 
 
 def _build(cls: type, values: dict[str, Any], where: str, found: list[str]) -> Any:

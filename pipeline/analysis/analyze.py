@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from vidmill.pipeline.analysis.decode import DecodeError, Probe, VideoReader, scaled_to
-from vidmill.pipeline.analysis.shots import DETECTION_LONG_SIDE, ShotDetector, shots_from_cuts
+from vidmill.pipeline.analysis.shots import ShotDetector, shots_from_cuts
+from vidmill.pipeline.analysis.small_text import DetailTapper, detail_size
 from vidmill.pipeline.analysis.spans import clip_spans
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.outcomes import TOO_SMALL
@@ -26,10 +27,13 @@ from vidmill.pipeline.stage import InputError, Stage
 
 @dataclass
 class FrameTaps:
-    """Frames sampled at a fixed rate from the decode pass, JPEG-compressed to bound memory."""
+    """Frames sampled at a fixed rate from the decode pass, JPEG-compressed to bound memory.
+
+    `details`: larger copies of the taps likely to hold small text, by tap time (see small_text.py)."""
 
     times_s: list[float] = field(default_factory=list)
     jpegs: list[bytes] = field(default_factory=list)
+    details: dict[float, bytes] = field(default_factory=dict)
 
     def add(self, time_s: float, image: np.ndarray) -> None:
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -39,7 +43,12 @@ class FrameTaps:
 
     def subset(self, start_s: float, end_s: float) -> FrameTaps:
         lo, hi = bisect.bisect_left(self.times_s, start_s), bisect.bisect_left(self.times_s, end_s)
-        return FrameTaps(self.times_s[lo:hi], self.jpegs[lo:hi])
+        times = self.times_s[lo:hi]
+        return FrameTaps(times, self.jpegs[lo:hi], {t: self.details[t] for t in times if t in self.details})
+
+    def detail(self, time_s: float) -> np.ndarray | None:
+        jpeg = self.details.get(time_s)
+        return None if jpeg is None else cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
 
     def between(self, start_s: float, end_s: float) -> list[tuple[float, np.ndarray]]:
         lo, hi = bisect.bisect_left(self.times_s, start_s), bisect.bisect_left(self.times_s, end_s)
@@ -143,18 +152,24 @@ class AnalyzeInput(Stage):
         settle_s = (2 * cfg.shots.window_width + 4) / fps + 1.0
         display = (probe.display_width, probe.display_height)
         detector = ShotDetector(cfg.shots, probe.time_base, probe.fps)
-        detect_size = scaled_to(display, long_side=DETECTION_LONG_SIDE)
         tap_size = scaled_to(display, short_side=cfg.decode.tap_short_side)
+        ocr = cfg.scoring.ocr
+        details = DetailTapper(detail_size(display, tap_size, ocr.detail_short_side) if ocr.enabled else None,
+                               ocr.detail_line_min, ocr.unchanged_max)
         tap_fps, next_tap = cfg.decode.tap_fps, rng.start_s
         start, end = rng.start_s - 1e-6, math.inf if rng.end_s is None else rng.end_s - 1e-6
         stop = None if rng.end_s is None else rng.end_s + settle_s
         for frame in reader.decoded(start_s=max(0.0, rng.start_s - warm_s), end_s=stop):
-            detector.add(frame.pts, frame.time_s, frame.image(detect_size, "FAST_BILINEAR"))
+            detector.add_frame(frame)
             if not start <= frame.time_s < end:  # warm-up or settle margin: for the detector only
                 continue
             out.frame_times.append(frame.time_s)
             if frame.time_s >= next_tap - 1e-6:  # first frame at or after each point of a fixed grid
-                out.taps.add(frame.time_s, frame.image(tap_size, "AREA"))
+                tap = frame.image(tap_size, "AREA")
+                out.taps.add(frame.time_s, tap)
+                detail = details.detail(tap, lambda size, f=frame: f.image(size, "AREA"))
+                if detail is not None:
+                    out.taps.details[frame.time_s] = detail
                 next_tap = (math.floor(frame.time_s * tap_fps + 1e-6) + 1) / tap_fps
             out.end_s = max(out.end_s, frame.time_s + (frame.duration_s or (1.0 / probe.fps if probe.fps else 0.0)))
         out.cut_times = [t for t in detector.cut_times(final=rng.end_s is None) if start <= t < end]
@@ -168,7 +183,8 @@ class AnalyzeInput(Stage):
         frame_times = [t for p in parts for t in p.frame_times]
         if not frame_times:
             return error_result(ref, "no decodable video frames")
-        taps = FrameTaps([t for p in parts for t in p.taps.times_s], [j for p in parts for j in p.taps.jpegs])
+        taps = FrameTaps([t for p in parts for t in p.taps.times_s], [j for p in parts for j in p.taps.jpegs],
+                         {t: d for p in parts for t, d in p.taps.details.items()})
         end_s = max(p.end_s for p in parts)
         probe = parts[0].probe
         shots = shots_from_cuts(frame_times, [t for p in parts for t in p.cut_times], end_s)

@@ -7,6 +7,11 @@ Detection runs on every sampled frame at the taps' resolution; with rapidocr, re
 boxes not already read in the same clip, so a subtitle line or a logo is recognised once per clip;
 a sampled frame that differs from the last one read in at most `unchanged_max` of its pixels (a still
 shot, a slide) keeps that frame's boxes without running detection again.
+Small text: a sampled frame whose tap has a detail copy (the decode pass keeps one for taps likely to hold
+small text, see small_text.py) is detected and read on that copy; its boxes are mapped back to tap
+coordinates, so areas and persistence mix both kinds of frame. A page holds dozens of lines, so on a detail
+copy only `detail_read_max` new boxes, spread over the frame, are recognised (each on its first
+DETAIL_READ_WIDTH line-heights); the other new boxes take the verdict of the majority of those read.
 Per clip: the largest and mean text-area ratio over sampled frames, and the area of text that persists
 (a box matched at IoU >= `persist_iou` in another sampled frame: subtitles, logos, watermarks).
 """
@@ -31,11 +36,22 @@ TEXT_OVERLAY = Reason("text_overlay", "persistent text or logo area above the ma
                       "thresholds.text_persistent_area_max")
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
+DETAIL_READ_WIDTH = 12  # detail copies: each box is read on its first 12 line-heights (~25 characters)
 
 
-def bounding_box(poly: np.ndarray) -> Box:
+def bounding_box(poly: np.ndarray, scale: float = 1.0) -> Box:
+    """Bounding box of a polygon, multiplied by `scale` (a detail copy's boxes in tap coordinates)."""
     x, y, w, h = cv2.boundingRect(poly)
-    return x, y, x + w, y + h
+    if scale == 1.0:
+        return x, y, x + w, y + h
+    return math.floor(x * scale), math.floor(y * scale), math.ceil((x + w) * scale), math.ceil((y + h) * scale)
+
+
+def spread(items: list[int], most: int) -> list[int]:
+    """At most `most` of `items`, evenly spread over the list (all when `most` <= 0)."""
+    if most <= 0 or len(items) <= most:
+        return items
+    return [items[round(k * (len(items) - 1) / (most - 1))] for k in range(most)] if most > 1 else items[:1]
 
 
 def changed_fraction(a: np.ndarray, b: np.ndarray, level: int = 16) -> float:
@@ -87,6 +103,7 @@ class TextScorer(ClipScorer):
         super().__init__(config)
         self.cfg = config.scoring.ocr
         self.engine = None
+        self.taps = None  # the batch's taps, for their detail copies
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -114,31 +131,41 @@ class TextScorer(ClipScorer):
         else:
             raise ValueError(f"unknown ocr backend {cfg.backend!r}; choose 'rapidocr' or 'paddleocr'")
 
-    def text_boxes(self, image: np.ndarray, seen: list[tuple[Box, bool]]) -> list[Box]:
-        """Boxes in `image` that read as text. With rapidocr, a box matching one already read in this
-        clip (IoU >= persist_iou: a subtitle line, a logo) reuses that verdict and only new boxes are
-        recognised; paddleocr detects and recognises in one call, so it reads every box."""
+    def process(self, batch):
+        self.taps = batch.taps
+        return super().process(batch)
+
+    def text_boxes(self, image: np.ndarray, seen: list[tuple[Box, bool]], scale: float = 1.0) -> list[Box]:
+        """Boxes in `image` that read as text, times `scale` (tap coordinates). With rapidocr, a box
+        matching one already read in this clip (IoU >= persist_iou: a subtitle line, a logo) reuses that
+        verdict and only new boxes are recognised; paddleocr detects and recognises in one call."""
         if self.cfg.backend != "rapidocr":
-            return [box for box, text, conf in self.read(image) if self.is_text(text, conf)]
+            return [box for box, text, conf in self.read(image, scale) if self.is_text(text, conf)]
         from rapidocr.utils.process_img import get_rotate_crop_image
 
         det = self.engine(image, use_cls=False, use_rec=False)
         polys = [] if det.boxes is None else [np.asarray(p, dtype=np.float32) for p in det.boxes]
-        boxes = [bounding_box(poly) for poly in polys]
+        boxes = [bounding_box(poly, scale) for poly in polys]
         verdicts: list[bool | None] = [next((v for old, v in seen if iou(box, old) >= self.cfg.persist_iou), None)
                                        for box in boxes]
         new = [i for i, v in enumerate(verdicts) if v is None]
-        if new:
-            rec = self.engine.recognize_txt([get_rotate_crop_image(image, polys[i].copy()) for i in new])
-            for i, text, conf in zip(new, rec.txts, rec.scores, strict=True):
+        read = new if scale == 1.0 else spread(new, self.cfg.detail_read_max)
+        if read:
+            crops = [get_rotate_crop_image(image, polys[i].copy()) for i in read]
+            if scale != 1.0:  # a detail copy: the head of each line is enough to tell text from texture
+                crops = [crop[:, :DETAIL_READ_WIDTH * crop.shape[0]] for crop in crops]
+            rec = self.engine.recognize_txt(crops)
+            for i, text, conf in zip(read, rec.txts, rec.scores, strict=True):
                 verdicts[i] = self.is_text(str(text), float(conf))
+            majority = 2 * sum(bool(verdicts[i]) for i in read) >= len(read)
+            verdicts = [majority if v is None else v for v in verdicts]  # boxes left unread
         seen += [(box, bool(v)) for box, v in zip(boxes, verdicts, strict=True) if v is not None]
         return [box for box, v in zip(boxes, verdicts, strict=True) if v]
 
-    def read(self, image: np.ndarray) -> list[tuple[Box, str, float]]:
+    def read(self, image: np.ndarray, scale: float = 1.0) -> list[tuple[Box, str, float]]:
         """paddleocr: detection and recognition of every box in one call."""
         page = self.engine.predict(image)[0]
-        return [(bounding_box(np.asarray(poly, dtype=np.float32)), str(text), float(conf))
+        return [(bounding_box(np.asarray(poly, dtype=np.float32), scale), str(text), float(conf))
                 for poly, text, conf in zip(page["rec_polys"], page["rec_texts"], page["rec_scores"], strict=False)]
 
     def is_text(self, text: str, confidence: float) -> bool:
@@ -150,13 +177,18 @@ class TextScorer(ClipScorer):
         sampled, last = [], None
         for t, image in frames:  # ~ `fps` frames per second out of the taps
             if last is None or t - last >= 1.0 / self.cfg.fps - 1e-6:
-                sampled.append(image)
+                sampled.append((t, image))
                 last = t
         seen: list[tuple[Box, bool]] = []
         per_frame, last_read, last_boxes = [], None, []
-        for image in sampled:
+        for t, image in sampled:
             gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
             if last_read is None or changed_fraction(last_read, gray) > self.cfg.unchanged_max:
-                last_read, last_boxes = gray, self.text_boxes(image, seen)
+                detail = None if self.taps is None else self.taps.detail(t)
+                if detail is None:
+                    last_boxes = self.text_boxes(image, seen)
+                else:  # small text likely: detect and read the larger copy
+                    last_boxes = self.text_boxes(detail, seen, image.shape[1] / detail.shape[1])
+                last_read = gray
             per_frame.append(last_boxes)
-        return text_stats(per_frame, sampled[0].shape[:2], self.cfg.persist_iou)
+        return text_stats(per_frame, sampled[0][1].shape[:2], self.cfg.persist_iou)

@@ -64,7 +64,7 @@ def test_tables_equal_the_locked_values(curated, samples):
 def test_work_of_an_earlier_version_resumes(samples, tmp_path):
     """_work markers written by the code before issue 10 (tests/integration/data) are read as complete:
     nothing is analysed again and the tables equal the locked values."""
-    from vidmill.pipeline.config import CurateConfig
+    from vidmill.pipeline.config import load_config
     from vidmill.pipeline.curate import Curation
     from vidmill.pipeline.sources import input_id_for
 
@@ -75,6 +75,8 @@ def test_work_of_an_earlier_version_resumes(samples, tmp_path):
         input_id = input_id_for(str(root / old.stem))
         text = old.read_text().replace("<bucket>", str(root)).replace(f"<id:{old.stem}>", input_id)
         (markers / f"{input_id}.json").write_text(text)
-    summary = Curation(str(samples), tmp_path / "out", CurateConfig(), progress=False).run()
+    # the settings added since (issue 11) at the values that reproduce that code's behaviour
+    config = load_config(None, ["shots.frame_scaling=fast", "scoring.ocr.detail_short_side=0"])
+    summary = Curation(str(samples), tmp_path / "out", config, progress=False).run()
     assert summary["counts"]["inputs_resumed"] == summary["counts"]["inputs"] == 21
     assert {name: table_digest(tmp_path / "out", name, samples) for name in LOCKED} == LOCKED
