@@ -64,7 +64,7 @@ RULES: dict[str, Check] = {
     "transcode.short_side": at_least(16),
     "transcode.crf": between(0, 51),
     "transcode.clips_per_task": at_least(1),
-    "transcode.audio": one_of("drop", "copy", "aac"),
+    "transcode.audio": one_of("drop", "aac"),
     "shards.max_bytes": at_least(1),
     "shards.max_samples": at_least(1),
     "scoring.clips_per_task": at_least(1),

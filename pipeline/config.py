@@ -66,6 +66,7 @@ class TranscodeConfig:
     crf: int = 23
     preset: str = "veryfast"
     clips_per_task: int = 8
+    audio: str = "drop"  # drop (video-only clips) | aac (the span's audio re-encoded, sample-accurate)
 
 
 @dataclass
@@ -262,6 +263,7 @@ class CurateConfig:
 
 # setting -> (the value that reproduces the behaviour before it existed, settings that only matter with it)
 LEGACY: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "transcode.audio": ("drop", ()),
     "shots.frame_scaling": ("fast", ()),
     "scoring.ocr.detail_short_side": (0, ("scoring.ocr.detail_line_min", "scoring.ocr.detail_read_max")),
 }

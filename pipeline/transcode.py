@@ -48,7 +48,8 @@ def clip_batches(clips: list[ClipRecord], size: int) -> list[ClipBatch]:
 
 
 class _ClipEncoder:
-    def __init__(self, span: ClipSpan, size: tuple[int, int], fps: Fraction, cfg: CurateConfig):
+    def __init__(self, span: ClipSpan, size: tuple[int, int], fps: Fraction, cfg: CurateConfig,
+                 audio: tuple[int, str] | None = None):
         self.span, self.fps = span, fps
         self.n_out = max(1, round((span.end_s - span.start_s) * fps))
         self.k = 0
@@ -61,6 +62,12 @@ class _ClipEncoder:
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"crf": str(cfg.transcode.crf), "preset": cfg.transcode.preset}
+        self.audio = None  # (stream, fifo, samples written) when the clip keeps its audio
+        if audio is not None:
+            rate, layout = audio
+            stream = self.container.add_stream("aac", rate=rate)
+            stream.layout = layout
+            self.audio = [stream, av.AudioFifo(), 0]
 
     def next_time(self) -> float:
         return self.span.start_s + self.k / float(self.fps)
@@ -74,8 +81,26 @@ class _ClipEncoder:
         self.container.mux(self.stream.encode(frame))
         self.k += 1
 
+    def add_audio(self, frame: av.AudioFrame) -> None:
+        """Samples of the span (fltp, the stream's layout and rate), encoded in the codec's frame size."""
+        stream, fifo, _ = self.audio
+        fifo.write(frame)
+        while fifo.samples >= stream.codec_context.frame_size:
+            self._encode_audio(fifo.read(stream.codec_context.frame_size))
+
+    def _encode_audio(self, frame: av.AudioFrame) -> None:
+        stream = self.audio[0]
+        frame.pts, frame.time_base = self.audio[2], Fraction(1, stream.codec_context.sample_rate)
+        self.audio[2] += frame.samples
+        self.container.mux(stream.encode(frame))
+
     def close(self) -> bytes:
         self.container.mux(self.stream.encode(None))
+        if self.audio is not None:
+            rest = self.audio[1].read()
+            if rest is not None:
+                self._encode_audio(rest)
+            self.container.mux(self.audio[0].encode(None))
         self.container.close()
         return self.buffer.getvalue()
 
@@ -96,7 +121,8 @@ class TranscodeClips(Stage):
             with VideoReader(source, threads=cfg.decode.threads) as reader:
                 probe = reader.probe
                 size = scaled_to((probe.display_width, probe.display_height), cfg.transcode.short_side)
-                encoders = [_ClipEncoder(span, size, fps, cfg) for span in batch.clips]
+                audio = audio_format(reader.container) if cfg.transcode.audio == "aac" else None
+                encoders = [_ClipEncoder(span, size, fps, cfg, audio) for span in batch.clips]
                 start = min(s.start_s for s in batch.clips)
                 end = max(s.end_s for s in batch.clips)
                 shown: DecodedFrame | None = None
@@ -106,6 +132,8 @@ class TranscodeClips(Stage):
                     shown = frame
                 if shown is not None:
                     self._emit_until(encoders, float("inf"), shown, size)
+                if audio is not None:
+                    copy_audio(reader.container, audio, [e for e in encoders if e.k], start, end)
                 for enc in encoders:
                     if enc.k == 0:
                         result.errors[enc.span.clip_id] = "no frames in span"
@@ -132,3 +160,36 @@ class TranscodeClips(Stage):
                 if frame is None:
                     frame = shown.video_frame(size)
                 enc.emit(frame)
+
+
+def audio_format(container: av.container.InputContainer) -> tuple[int, str] | None:
+    """(sample rate, layout) the clips' AAC track gets: the source's first audio stream's; None without one."""
+    if not container.streams.audio:
+        return None
+    ctx = container.streams.audio[0].codec_context
+    return ctx.sample_rate or 48000, "mono" if ctx.layout.nb_channels == 1 else "stereo"
+
+
+def copy_audio(container: av.container.InputContainer, audio: tuple[int, str], encoders: list[_ClipEncoder],
+               start: float, end: float) -> None:
+    """Decode the source's audio over [start, end] once and hand each clip the samples of its span."""
+    rate, layout = audio
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+    container.seek(max(0, int((start - 1.0) / stream.time_base)), stream=stream, backward=True)
+    for packet_frame in container.decode(stream):
+        if packet_frame.time is None:
+            continue
+        t0 = packet_frame.time
+        if t0 > end:
+            break
+        for frame in resampler.resample(packet_frame):
+            samples = frame.to_ndarray()  # [channels, n]
+            for enc in encoders:
+                lo = max(0, round((enc.span.start_s - t0) * rate))
+                hi = min(samples.shape[1], round((enc.span.end_s - t0) * rate))
+                if hi > lo:
+                    part = av.AudioFrame.from_ndarray(samples[:, lo:hi].copy(), format="fltp", layout=layout)
+                    part.sample_rate = rate
+                    enc.add_audio(part)
+            t0 += frame.samples / rate

@@ -44,3 +44,22 @@ def test_clip_frames_match_the_source_as_displayed(samples, name):
         diff = np.abs(out[k].astype(np.int16) - want.astype(np.int16)).mean()
         assert diff < 6.0, (name, k, diff)  # H.264 at crf 23 on busy synthetic frames; a flip gives ~70
         assert diff < np.abs(out[k].astype(np.int16) - other.astype(np.int16)).mean()
+
+
+def test_audio_is_dropped_by_default_and_kept_as_aac_on_request(samples):
+    """A source with audio (late_start.mp4: its audio starts 1 s before its video): clips are video-only
+    by default; `transcode.audio=aac` gives each clip its span's audio, as long as the video (AAC priming
+    and frame size allow one 1024-sample frame more)."""
+    from vidmill.pipeline.config import load_config
+
+    spans = (ClipSpan("a", 0.25, 2.25), ClipSpan("b", 2.75, 5.75))
+    batch = ClipBatch("x", str(samples / "late_start.mp4"), spans)
+    plain = TranscodeClips(CurateConfig()).process(batch)
+    assert [s.type for s in av.open(io.BytesIO(plain.videos["a"])).streams] == ["video"]
+    kept = TranscodeClips(load_config(None, ["transcode.audio=aac"])).process(batch)
+    for span in spans:
+        container = av.open(io.BytesIO(kept.videos[span.clip_id]))
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        rate = container.streams.audio[0].codec_context.sample_rate
+        samples_out = sum(f.samples for f in container.decode(audio=0))
+        assert abs(samples_out - (span.end_s - span.start_s) * rate) <= 1024 + 16
