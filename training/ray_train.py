@@ -19,6 +19,9 @@ def _worker(cfg: dict[str, Any]) -> None:
     from vidmill.training.parallelize import DistInfo
     from vidmill.training.run import run_training
 
+    import os
+
+    os.environ.update(cfg.get("env") or {})
     ctx = ray.train.get_context()
     info = DistInfo(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank(), ray.train.torch.get_device())
     summary = run_training(cfg["data"], cfg["config"], cfg["out"], cfg["steps"], cfg["resume"], progress=False,
@@ -28,8 +31,11 @@ def _worker(cfg: dict[str, Any]) -> None:
 
 def run_on_ray(data: str | Path, config: str | Path, out: str | Path, steps: int | None = None, resume: bool = False,
                num_workers: int = 2, use_gpu: bool = False, cpus_per_worker: float = 1.0,
-               address: str | None = None) -> Any:
-    """Train with `num_workers` Ray Train workers; returns Ray's Result. Starts local Ray unless one is running."""
+               address: str | None = None, env: dict[str, str] | None = None) -> Any:
+    """Train with `num_workers` Ray Train workers; returns Ray's Result. Starts local Ray unless one is running.
+
+    env: extra environment variables set in each worker before training (e.g. VIDMILL_FAULTS for drills).
+    """
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -42,7 +48,7 @@ def run_on_ray(data: str | Path, config: str | Path, out: str | Path, steps: int
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"data": str(Path(data).resolve()), "config": str(config), "out": str(out),
-                           "steps": steps, "resume": resume},
+                           "steps": steps, "resume": resume, "env": env or {}},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(storage_path=str(out / "ray"), name="train"))
