@@ -23,6 +23,7 @@ import torch
 
 from vidmill.training import checkpoint as ckpt
 from vidmill.training.config import RunConfig
+from vidmill.training.data.sample import PackedBatch
 from vidmill.training.ema import EMA
 from vidmill.training.faults import Faults
 from vidmill.training.metrics import MetricsWriter, peak_flops, step_flops
@@ -47,6 +48,11 @@ def lr_lambda(warmup: int, total: int, min_ratio: float):
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def _tokens(sample, cfg) -> int:
+    _, t, h, w = sample.latent.shape
+    return (t // cfg.patch[0]) * (h // cfg.patch[1]) * (w // cfg.patch[2])
 
 
 def step_generator(seed: int, rank: int, step: int, micro: int) -> torch.Generator:
@@ -90,6 +96,8 @@ class Trainer:
             self._restore(resume_from)
         if hasattr(objective, "attach"):
             objective.attach(self)
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsWriter(self.run_dir, self.step, enabled=self.info.is_main)
         self.resumed_from = resume_from
 
@@ -103,7 +111,8 @@ class Trainer:
         self.step, self.skipped, self.tokens_seen = state["step"], state["skipped"], state["tokens_seen"]
         if hasattr(self.objective, "load_state_dict") and "objective" in state:
             self.objective.load_state_dict(state["objective"])
-        loader_state = ckpt.load_rank_file(path, "loader", self.info.rank)
+        # a rank with no file of its own (the run grew) takes rank 0's: the packing loader's state is global
+        loader_state = ckpt.load_rank_file(path, "loader", self.info.rank) or ckpt.load_rank_file(path, "loader", 0)
         if loader_state is not None:
             self.loader.load_state_dict(loader_state)
         rng = ckpt.load_rank_file(path, "rng", self.info.rank)
@@ -131,24 +140,44 @@ class Trainer:
             self._iter = iter(self.loader)
             return next(self._iter)
 
+    def _micro_batches(self) -> tuple[list, float, dict[str, float]]:
+        """(micro-batches of this step, seconds waited on the loader, loader stats).
+
+        A loader whose batches carry `packs` (the packing loader: one batch per global step, this rank's packs
+        as index lists) gives one micro-batch per pack; otherwise `grad_accum` batches are drawn.
+        """
+        t0 = time.perf_counter()
+        first = self._next_batch()
+        if hasattr(first, "packs") and first.packs:
+            micro = [PackedBatch([first.samples[i] for i in idx], 0, getattr(first, "pack_budget", 0) or first.budget,
+                                 0) for idx in first.packs]
+            for m in micro:
+                m.tokens = sum(_tokens(s, self.flops_config) for s in m.samples) if self.flops_config else 0
+            batches, stats = micro, dict(first.stats)
+        else:
+            batches = [first] + [self._next_batch() for _ in range(self.tc.grad_accum - 1)]
+            stats = {}
+            for b in batches:
+                for k, v in (getattr(b, "stats", None) or {}).items():
+                    stats[k] = stats.get(k, 0.0) + v / len(batches)
+        return batches, time.perf_counter() - t0, stats
+
     def train_step(self) -> dict[str, Any]:
         """One optimiser step over grad_accum micro-batches; returns its metrics row."""
         tc, info = self.tc, self.info
         self.step += 1
         start = time.perf_counter()
-        wait = 0.0
         loss_sum, sums, means = 0.0, {"tokens": 0.0, "attention_pairs": 0.0, "samples": 0.0}, {}
         self.model.train()
-        for micro in range(tc.grad_accum):
-            t0 = time.perf_counter()
-            batch = self._next_batch()
-            wait += time.perf_counter() - t0
+        batches, wait, loader_stats = self._micro_batches()
+        n_micro = len(batches)
+        for micro, batch in enumerate(batches):
             rng = step_generator(tc.seed, info.rank, self.step, micro)
-            with no_grad_sync(self.model, self.mode, sync=micro == tc.grad_accum - 1), self.autocast():
+            with no_grad_sync(self.model, self.mode, sync=micro == n_micro - 1), self.autocast():
                 loss, metrics = self.objective.loss(self.model, batch, self.step, rng)
                 if micro == 0 and self.faults.nan_loss(self.step, info.rank):
                     loss = loss * float("nan")
-                (loss / tc.grad_accum).backward()
+                (loss / n_micro).backward()
             loss_sum += float(loss.detach())
             metrics = dict(metrics)
             sums["samples"] += metrics.pop("samples", len(getattr(batch, "samples", ())))
@@ -156,7 +185,7 @@ class Trainer:
                 if key in sums:
                     sums[key] += value
                 else:
-                    means[key] = means.get(key, 0.0) + value / tc.grad_accum
+                    means[key] = means.get(key, 0.0) + value / n_micro
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         grad_norm = float(full_tensor(grad_norm))
         finite = all_reduce_min(float(math.isfinite(loss_sum) and math.isfinite(grad_norm)), info) > 0
@@ -169,7 +198,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         loss_total, tokens, pairs, samples, wait_total = all_reduce_sum(
-            [loss_sum / tc.grad_accum, sums["tokens"], sums["attention_pairs"], sums["samples"], wait], info)
+            [loss_sum / n_micro, sums["tokens"], sums["attention_pairs"], sums["samples"], wait], info)
         elapsed = time.perf_counter() - start
         self.tokens_seen += tokens
         row = {"step": self.step, "loss": loss_total / info.world_size if finite else None, "lr": lr,
@@ -179,6 +208,7 @@ class Trainer:
                "loader_wait_frac": wait_total / info.world_size / elapsed, "skipped": not finite,
                "skipped_total": self.skipped, "mfu": self._mfu(tokens, pairs, elapsed)}
         row.update({k: v for k, v in means.items() if k not in row})
+        row.update({f"loader_{k}": v for k, v in loader_stats.items() if isinstance(v, (int, float))})
         return row
 
     def _mfu(self, tokens: float, pairs: float, seconds: float) -> float | None:

@@ -174,3 +174,50 @@ def test_ray_train_resumes_the_same_way(straight_two_ranks, latents_file, tiny_c
     assert [s for s, _ in complete_checkpoints(out)] == [3]
     run_on_ray(latents_file, tiny_config, out, resume=True, num_workers=2, cpus_per_worker=0.5)
     assert_same_run(straight_two_ranks, out, 6)
+
+
+def test_a_step_of_packs_equals_grad_accumulation(latents_file, tiny_config, tmp_path):
+    """A packing-loader batch (one per step, this rank's packs as index lists) = grad_accum plain batches."""
+    from dataclasses import dataclass, field
+
+    from vidmill.model.dit import DiT
+    from vidmill.training.data.memory import MemoryLoader, load_latents
+    from vidmill.training.data.sample import PackedBatch
+    from vidmill.training.objectives import build_objective
+    from vidmill.training.run import resolve_config
+    from vidmill.training.trainer import Trainer
+
+    @dataclass
+    class StepBatch(PackedBatch):
+        packs: list[list[int]] = field(default_factory=list)
+
+    class StepLoader:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def state_dict(self):
+            return self.inner.state_dict()
+
+        def load_state_dict(self, state):
+            self.inner.load_state_dict(state)
+
+        def __iter__(self):
+            it = iter(self.inner)
+            while True:
+                a, b = next(it), next(it)
+                samples = a.samples + b.samples
+                yield StepBatch(samples, a.tokens + b.tokens, a.budget + b.budget, 0, {"wait_s": 0.0},
+                                packs=[list(range(len(a.samples))), list(range(len(a.samples), len(samples)))])
+
+    config = resolve_config(tiny_config, tmp_path, False, 4)
+    samples = load_latents(latents_file)
+    losses = []
+    for name, loader in (("accum", MemoryLoader(samples, 384, config.size.dit.patch)),
+                         ("packs", StepLoader(MemoryLoader(samples, 384, config.size.dit.patch)))):
+        torch.manual_seed(0)
+        trainer = Trainer(config, tmp_path / name, DiT(config.size.dit), build_objective("flow_matching", config),
+                          loader, progress=False, flops_config=config.size.dit)
+        trainer.fit(4)
+        losses.append([r["loss"] for r in read_metrics(tmp_path / name)])
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+    assert "loader_wait_s" in read_metrics(tmp_path / "packs")[0]
