@@ -193,11 +193,11 @@ def load_models(run_dir: str | Path, step: int | None = None, ema: bool = True):
     ema: load the EMA weights (dit_ema.safetensors) rather than the raw ones.
     The VAE comes from the checkpoint's vae.safetensors, else from the config's `vae.path`, else None.
     """
+    import yaml
+
     from vidmill.model.dit import DiT
     from vidmill.model.vae import VideoVAE
     from vidmill.training.config import from_dict
-
-    import yaml
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"

@@ -86,7 +86,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": self.size.name, "dit": _plain(asdict(self.size.dit)), "vae_model": _plain(asdict(self.size.vae)),
+        return {"size": self.size.name, "dit": _plain(asdict(self.size.dit)),
+                "vae_model": _plain(asdict(self.size.vae)),
                 "resolution": list(self.size.resolution), "frames": self.size.frames, "fps": self.size.fps,
                 "train": _plain(asdict(self.train)), "objective": asdict(self.objective), "vae": asdict(self.vae),
                 "data": asdict(self.data)}

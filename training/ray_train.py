@@ -13,13 +13,13 @@ from typing import Any
 
 
 def _worker(cfg: dict[str, Any]) -> None:
+    import os
+
     import ray.train
     import ray.train.torch
 
     from vidmill.training.parallelize import DistInfo
     from vidmill.training.run import run_training
-
-    import os
 
     os.environ.update(cfg.get("env") or {})
     ctx = ray.train.get_context()

@@ -4,6 +4,7 @@
 (training/ray_train.py) all call, so every launcher writes the same RUN/ folder.
 
 --data may be:
+- a `vidmill latents` output (manifest.parquet with latent columns + shards/): the packing loader reads it;
 - a latents file (`*.pt`, training/data/memory.py `save_latents`) or a folder holding `latents.pt`;
 - a curated output (shards/ + manifest.parquet): its kept clips are decoded, a VAE is trained on them (or
   loaded from `vae.path`), and the clips are encoded once into RUN/latents.pt with per-chunk captions
@@ -69,13 +70,15 @@ def fit_channels(samples: list[LatentSample], config: RunConfig) -> list[LatentS
 
 
 def prepare_latents(data: str | Path, config: RunConfig, out: Path, info: DistInfo, progress: bool
-                    ) -> tuple[list[LatentSample], dict[str, torch.Tensor] | None]:
+                    ) -> tuple[list[LatentSample] | None, dict[str, torch.Tensor] | None]:
     from vidmill.training.data.memory import load_latents
 
     path = Path(data)
+    if is_latents_output(path):
+        return None, None  # read by the packing loader, shard by shard
     if path.is_file() and path.suffix == ".pt":
         return fit_channels(load_latents(path), config), None
-    if (path / "latents.pt").is_file():
+    if (path / "latents.pt").is_file() and not (path / "shards").is_dir():
         return fit_channels(load_latents(path / "latents.pt"), config), None
     if (path / "shards").is_dir():
         cache, vae_file = out / "latents.pt", out / "vae.safetensors"
@@ -91,10 +94,34 @@ def prepare_latents(data: str | Path, config: RunConfig, out: Path, info: DistIn
                             "output (shards/ and manifest.parquet)")
 
 
+def is_latents_output(path: Path) -> bool:
+    """A `vidmill latents` output: manifest.parquet with latent columns, and shards/."""
+    manifest = path / "manifest.parquet"
+    if not manifest.is_file():
+        return False
+    import pyarrow.parquet as pq
+
+    return "latent_t" in pq.read_schema(manifest).names
+
+
+def make_loader(data: str | Path, samples: list[LatentSample] | None, config: RunConfig, info: DistInfo):
+    """The packing loader over latent shards for a `vidmill latents` output, else the in-memory loader."""
+    tc, dit = config.train, config.size.dit
+    if samples is None:  # latent shards: the data side's resumable packing loader
+        from vidmill.training.data.loader import PackingLoader
+        from vidmill.training.data.packing import PackingSpec
+
+        spec = PackingSpec(budget=tc.token_budget, chunk_frames=dit.chunk_frames, patch=dit.patch,
+                           packs_per_step=tc.grad_accum * info.world_size)
+        return PackingLoader(data, spec, seed=tc.seed, rank=info.rank, world_size=info.world_size)
+    from vidmill.training.data.memory import MemoryLoader
+
+    return MemoryLoader(samples, tc.token_budget, dit.patch, info.rank, info.world_size, tc.seed)
+
+
 def run_training(data: str | Path, config: str | Path | RunConfig, out: str | Path, steps: int | None = None,
                  resume: bool = False, progress: bool = True, info: DistInfo | None = None) -> dict[str, Any]:
     from vidmill.model.dit import DiT
-    from vidmill.training.data.memory import MemoryLoader
     from vidmill.training.objectives import build_objective
     from vidmill.training.trainer import Trainer
 
@@ -108,7 +135,7 @@ def run_training(data: str | Path, config: str | Path | RunConfig, out: str | Pa
     barrier(info)
     samples, vae_weights = prepare_latents(data, run_config, out, info, progress)
     tc = run_config.train
-    loader = MemoryLoader(samples, tc.token_budget, run_config.size.dit.patch, info.rank, info.world_size, tc.seed)
+    loader = make_loader(data, samples, run_config, info)
     torch.manual_seed(tc.seed)
     dit = DiT(run_config.size.dit)
     dit.backend = tc.attention

@@ -103,7 +103,8 @@ class ClipLoader:
 
     def __init__(self, clips: list[VideoClip], frames: int, batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1):
-        self.windows = [c.video[:, s:s + frames] for c in clips for s in range(0, c.video.shape[1] - frames + 1, frames)]
+        self.windows = [c.video[:, s:s + frames] for c in clips
+                        for s in range(0, c.video.shape[1] - frames + 1, frames)]
         if not self.windows:
             raise ValueError("no clip is long enough for VAE training")
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world_size

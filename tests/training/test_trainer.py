@@ -22,7 +22,8 @@ from vidmill.training.run import run_training
 def assert_same_run(a: Path, b: Path, step: int) -> None:
     """Weights, EMA and optimizer state at `step` bitwise equal, and the whole loss/grad-norm history."""
     for name in ("dit.safetensors", "dit_ema.safetensors"):
-        wa, wb = load_file(str(a / f"checkpoints/step-{step}/{name}")), load_file(str(b / f"checkpoints/step-{step}/{name}"))
+        wa = load_file(str(a / f"checkpoints/step-{step}/{name}"))
+        wb = load_file(str(b / f"checkpoints/step-{step}/{name}"))
         assert wa.keys() == wb.keys()
         for key in wa:
             assert torch.equal(wa[key], wb[key]), f"{name}:{key} differs"

@@ -19,11 +19,12 @@ becomes its own sample with the null caption (own chunk only, null text: `u`); o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from vidmill.model.dit import pack, patchify
+from vidmill.model.attention import TokenLayout
+from vidmill.model.dit import Packed, pack, patchify
 from vidmill.model.sizes import DiTConfig
 from vidmill.training.config import FlowMatchingConfig
 from vidmill.training.data.sample import LatentSample, PackedBatch
@@ -34,6 +35,24 @@ def shift(u: torch.Tensor) -> torch.Tensor:
     """The sampler's time shift (training/schedule.py time_grid): u -> (u^2/3) / (1 - 2/3 u^2)."""
     u = u.double()
     return ((u**2 / 3) / (1 - (2 / 3) * u**2)).float()
+
+
+def pad_packed(p: Packed, n: int) -> Packed:
+    """Append n padding tokens (sample id -1: they see only themselves, in one extra uncaptioned group)."""
+    if n <= 0:
+        return p
+    dev = p.x.device
+    group = len(p.group_t)
+    minus = torch.full((n,), -1, dtype=torch.long, device=dev)
+    zeros = torch.zeros(n, dtype=torch.long, device=dev)
+    return replace(
+        p, x=torch.cat([p.x, p.x.new_zeros(n, p.x.shape[1])]),
+        layout=TokenLayout(torch.cat([p.layout.sample_id, minus]), torch.cat([p.layout.chunk_id, zeros])),
+        pos=torch.cat([p.pos, p.pos.new_zeros(n, 3)]),
+        group_index=torch.cat([p.group_index, torch.full((n,), group, dtype=torch.long, device=dev)]),
+        group_layout=p.group_layout.cat(TokenLayout(minus[:1], zeros[:1])),
+        group_t=torch.cat([p.group_t, p.group_t.new_zeros(1)]),
+        group_caption=torch.cat([p.group_caption, torch.zeros(1, dtype=torch.bool, device=dev)]))
 
 
 @dataclass
@@ -47,8 +66,11 @@ class NoiseLevels:
 class FlowMatching:
     name = "flow_matching"
 
-    def __init__(self, dit: DiTConfig, config: FlowMatchingConfig, last_chunk_prob: float = 0.5):
+    def __init__(self, dit: DiTConfig, config: FlowMatchingConfig, last_chunk_prob: float = 0.5,
+                 pad_to_budget: bool = False):
+        """pad_to_budget: feed padding tokens up to the batch's budget (kernel block sizes; the padded baseline)."""
         self.dit, self.config, self.last_chunk_prob = dit, config, last_chunk_prob
+        self.pad_to_budget = pad_to_budget
         self.device = torch.device("cpu")
 
     def attach(self, trainer) -> None:
@@ -58,20 +80,14 @@ class FlowMatching:
         c = self.config
         w = c.window_chunks
         draws = torch.rand(4, generator=rng, dtype=torch.float64)
-        if n_chunks == 1 or draws[0] < self.last_chunk_prob:
-            k = n_chunks - 1
-        else:
-            k = int(draws[1] * (n_chunks - 1))
-        if draws[2] < c.tail_prob:
-            u0 = 1 / w + draws[3] * (1 - 1 / w)
-        else:
-            u0 = draws[3] / w
+        k = n_chunks - 1 if n_chunks == 1 or draws[0] < self.last_chunk_prob else int(draws[1] * (n_chunks - 1))
+        u0 = 1 / w + draws[3] * (1 - 1 / w) if draws[2] < c.tail_prob else draws[3] / w
         u = (u0 + (k - torch.arange(k + 1, dtype=torch.float64)) / w).clamp(max=1.0)
         noisy = u < 1.0
         t = torch.where(noisy, shift(u), torch.tensor(c.clean_t, dtype=torch.float32))
         return NoiseLevels(k, u, t, noisy)
 
-    def build(self, samples: list[LatentSample], rng: torch.Generator):
+    def build(self, samples: list[LatentSample], rng: torch.Generator, budget: int = 0):
         """(packed input, target tokens, per-token loss mask, metrics) for one micro-batch."""
         c, cf = self.config, self.dit.chunk_frames
         latents, ts, caps, offsets, targets, group_noisy = [], [], [], [], [], []
@@ -109,8 +125,13 @@ class FlowMatching:
             group_noisy.extend(levels.noisy.tolist())
         packed = pack([x.to(self.device) for x in latents], ts, caps, self.dit, offsets)
         target = torch.cat([patchify(x, self.dit.patch) for x in targets]).to(self.device)
+        real = len(packed.layout)
+        if budget > real:
+            packed = pad_packed(packed, budget - real)
+            target = torch.cat([target, target.new_zeros(budget - real, target.shape[1])])
+            group_noisy.append(False)
         mask = torch.tensor(group_noisy, device=self.device)[packed.group_index]
-        metrics = {"tokens": float(len(packed.layout)), "noisy_tokens": float(mask.sum()),
+        metrics = {"tokens": float(real), "noisy_tokens": float(mask.sum()),
                    "attention_pairs": float(attention_pairs(packed.layout, c.attention_window)),
                    "context_dropout": n_drop_ctx / max(1, len(samples)),
                    "caption_dropout": n_drop_cap / max(1, len(samples))}
@@ -118,7 +139,7 @@ class FlowMatching:
 
     def loss(self, model: torch.nn.Module, batch: PackedBatch, step: int,
              rng: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        packed, target, mask, metrics = self.build(batch.samples, rng)
+        packed, target, mask, metrics = self.build(batch.samples, rng, batch.budget if self.pad_to_budget else 0)
         pred = model(packed, window=self.config.attention_window).float()
         weight = mask.float()[:, None]
         loss = ((pred - target) ** 2 * weight).sum() / (weight.sum() * target.shape[1]).clamp(min=1)
