@@ -92,7 +92,9 @@ def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     if _is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        # strict=False: parameters that never had a gradient (e.g. the step embedding before distillation)
+        # have no optimizer state, exactly as in the run that saved it
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True, strict=False))
         return
     index = {n: i for i, n in enumerate(_param_names(model))}
     device = next(model.parameters()).device

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
+WRAPPER_SEGMENTS = {"module", "_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module"}
 
 
 @dataclass
@@ -50,9 +50,7 @@ def init_distributed() -> DistInfo:
 
 def clean_name(name: str) -> str:
     """A parameter name without the wrappers' prefixes: checkpoints hold the plain model's names."""
-    for prefix in WRAPPER_PREFIXES:
-        name = name.replace(prefix, "")
-    return name
+    return ".".join(part for part in name.split(".") if part not in WRAPPER_SEGMENTS)
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:

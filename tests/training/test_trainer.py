@@ -142,17 +142,35 @@ def test_load_models_rebuilds_the_trained_dit(straight_run):
         load_models(straight_run, step=5)
 
 
+_STRAIGHT: dict[str, Path] = {}
+
+
+def straight_two_rank_run(mode: str, latents_file: Path, config: Path, root: Path) -> Path:
+    """6 steps on 2 gloo ranks through torchrun, uninterrupted (made once per parallel mode)."""
+    if mode not in _STRAIGHT:
+        out = root / f"{mode}-straight"
+        code, log = finish(cli(["--data", str(latents_file), "--config", str(config), "--out", str(out)], nproc=2))
+        assert code == 0, log
+        _STRAIGHT[mode] = out
+    return _STRAIGHT[mode]
+
+
 @pytest.fixture(scope="module")
-def straight_two_ranks(latents_file, tiny_config, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ddp-straight")
-    code, log = finish(cli(["--data", str(latents_file), "--config", str(tiny_config), "--out", str(out)], nproc=2))
-    assert code == 0, log
-    return out
+def mode_configs(write_config, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("modes")
+    return {mode: write_config(root / f"{mode}.yaml", parallel=mode) for mode in ("ddp", "fsdp")}
 
 
-def test_torchrun_two_ranks_resume_is_bit_exact(straight_two_ranks, latents_file, tiny_config, tmp_path):
-    out = tmp_path / "ddp-killed"
-    args = ["--data", str(latents_file), "--config", str(tiny_config), "--out", str(out)]
+@pytest.fixture(scope="module")
+def straight_two_ranks(latents_file, mode_configs, tmp_path_factory) -> Path:
+    return straight_two_rank_run("ddp", latents_file, mode_configs["ddp"], tmp_path_factory.mktemp("runs"))
+
+
+@pytest.mark.parametrize("mode", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_torchrun_two_ranks_resume_is_bit_exact(mode, latents_file, mode_configs, tmp_path, tmp_path_factory):
+    straight = straight_two_rank_run(mode, latents_file, mode_configs[mode], tmp_path_factory.mktemp("runs"))
+    out = tmp_path / f"{mode}-killed"
+    args = ["--data", str(latents_file), "--config", str(mode_configs[mode]), "--out", str(out)]
     code, log = finish(cli(args, env={"VIDMILL_FAULTS": "kill@4"}, nproc=2))
     assert code != 0
     assert [s for s, _ in complete_checkpoints(out)] == [3]
@@ -160,20 +178,29 @@ def test_torchrun_two_ranks_resume_is_bit_exact(straight_two_ranks, latents_file
     assert len(list((out / "checkpoints/step-3/loader").glob("rank-*.pt"))) == 2
     code, log = finish(cli(args + ["--resume"], nproc=2))
     assert code == 0, log
-    assert_same_run(straight_two_ranks, out, 6)
+    assert_same_run(straight, out, 6)
+
+
+def test_activation_checkpointing_changes_no_number(latents_file, write_config, tmp_path):
+    runs = []
+    for ac in (False, True):
+        config = write_config(tmp_path / f"ac{ac}.yaml", steps=3, activation_checkpointing=ac)
+        run_training(latents_file, config, tmp_path / f"ac{ac}", progress=False)
+        runs.append(tmp_path / f"ac{ac}")
+    assert_same_run(runs[0], runs[1], 3)
 
 
 @pytest.mark.slow
-def test_ray_train_resumes_the_same_way(straight_two_ranks, latents_file, tiny_config, tmp_path, local_ray):
+def test_ray_train_resumes_the_same_way(straight_two_ranks, latents_file, mode_configs, tmp_path, local_ray):
     """Two Ray Train workers write the torchrun format; killed after step 4 and resumed, they equal torchrun's run."""
     from vidmill.training.ray_train import run_on_ray
 
     out = tmp_path / "ray"
     with pytest.raises(Exception):  # noqa: B017 (Ray wraps the dead worker in its own error type)
-        run_on_ray(latents_file, tiny_config, out, num_workers=2, cpus_per_worker=0.5,
+        run_on_ray(latents_file, mode_configs["ddp"], out, num_workers=2, cpus_per_worker=0.5,
                    env={"VIDMILL_FAULTS": "kill@4"})
     assert [s for s, _ in complete_checkpoints(out)] == [3]
-    run_on_ray(latents_file, tiny_config, out, resume=True, num_workers=2, cpus_per_worker=0.5)
+    run_on_ray(latents_file, mode_configs["ddp"], out, resume=True, num_workers=2, cpus_per_worker=0.5)
     assert_same_run(straight_two_ranks, out, 6)
 
 
