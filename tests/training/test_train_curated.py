@@ -28,5 +28,9 @@ def test_train_from_curated_output(curated, tmp_path):
     assert len(rows) == 30 and all(r["loss"] is not None for r in rows)
     assert sum(r["loss"] for r in rows[-5:]) < sum(r["loss"] for r in rows[:5])
     assert (run / "checkpoints/step-30/vae.safetensors").is_file() and (run / "latents.pt").is_file()
+    from vidmill.training.data.memory import load_latents
+
+    samples = load_latents(run / "latents.pt")
+    assert samples and any(c is not None for s in samples for c in s.captions)  # per-chunk captions encoded
     cfg, dit, vae = load_models(run)
     assert vae is not None and cfg.vae.steps == 40
