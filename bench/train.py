@@ -1,6 +1,8 @@
 """Training throughput, measured side by side in one run (CPU here; GPU items only where CUDA exists).
 
 Prints:
+Packed and padded steps alternate so both see the same machine load (timings on a shared machine are noisy).
+
 - tokens/s (real latent tokens per second, forward + backward + AdamW + EMA) for tiny and small;
 - packed vs padded-batch throughput on the same data: the same samples (a mix of resolutions and 1-8 chunks,
   as in the reference's packing simulation) either packed into a token budget or batched `--batch` at a time
@@ -32,7 +34,7 @@ BUCKETS = {"tiny": [(8, 8), (8, 12), (12, 8), (6, 6)], "small": [(16, 16), (16, 
 BUDGET = {"tiny": 1536, "small": 2048}
 
 
-def measure(size_name: str, samples, steps: int, mode: str, batch: int, budget: int, out: Path) -> dict:
+def make_trainer(size_name: str, samples, steps: int, mode: str, batch: int, budget: int, out: Path) -> Trainer:
     size = get_size(size_name)
     config = RunConfig(size, TrainConfig(steps=steps + 2, warmup_steps=1, checkpoint_every=10**9,
                                          token_budget=budget, deterministic=False))
@@ -42,13 +44,30 @@ def measure(size_name: str, samples, steps: int, mode: str, batch: int, budget: 
     trainer = Trainer(config, out / f"{size_name}-{mode}", DiT(size.dit), objective, loader, progress=False,
                       flops_config=size.dit)
     trainer._iter = iter(loader)
-    rows = [trainer.train_step() for _ in range(steps + 2)][2:]  # two warm-up steps
-    trainer.metrics.close()
-    seconds = sum(r["step_s"] for r in rows)
-    return {"tokens_per_s": sum(r["tokens"] for r in rows) / seconds,
-            "padding": statistics.mean(r["padding"] for r in rows),
-            "stall_pct": 100 * sum(r["loader_wait_frac"] * r["step_s"] for r in rows) / seconds,
-            "mfu": rows[-1]["mfu"]}
+    return trainer
+
+
+def measure(size_name: str, samples, steps: int, batch: int, budget: int, out: Path) -> dict[str, dict]:
+    """Packed and padded steps alternate, so both see the same machine load; two warm-up steps each."""
+    trainers = {mode: make_trainer(size_name, samples, steps, mode, batch, budget, out) for mode in ("packed", "padded")}
+    rows: dict[str, list[dict]] = {mode: [] for mode in trainers}
+    for i in range(steps + 2):
+        for mode, trainer in trainers.items():
+            row = trainer.train_step()
+            if i >= 2:
+                rows[mode].append(row)
+    result = {}
+    for mode, trainer in trainers.items():
+        trainer.metrics.close()
+        r = rows[mode]
+        seconds = sum(x["step_s"] for x in r)
+        result[mode] = {
+            "tokens_per_s": sum(x["tokens"] for x in r) / seconds,
+            "median_tokens_per_s": statistics.median(x["tokens"] / x["step_s"] for x in r),
+            "padding": statistics.mean(x["padding"] for x in r),
+            "stall_pct": 100 * sum(x["loader_wait_frac"] * x["step_s"] for x in r) / seconds,
+            "mfu": r[-1]["mfu"]}
+    return result
 
 
 def main() -> None:
@@ -64,12 +83,13 @@ def main() -> None:
             cfg = get_size(name).dit
             samples = synthetic_samples(256, cfg.latent_channels, cfg.chunk_frames, BUCKETS[name],
                                         list(range(1, 9)), cfg.text_dim, seed=0)
-            packed = measure(name, samples, args.steps, "packed", args.batch, BUDGET[name], Path(tmp))
-            padded = measure(name, samples, args.steps, "padded", args.batch, BUDGET[name], Path(tmp))
+            both = measure(name, samples, args.steps, args.batch, BUDGET[name], Path(tmp))
+            packed, padded = both["packed"], both["padded"]
             ratio = packed["tokens_per_s"] / padded["tokens_per_s"]
             print(f"{name}: packed {packed['tokens_per_s']:.0f} tokens/s (padding {100 * packed['padding']:.1f} %), "
                   f"padded batches {padded['tokens_per_s']:.0f} tokens/s (padding {100 * padded['padding']:.1f} %), "
-                  f"packed/padded {ratio:.2f}x (target >= 1.3x); loader stall {packed['stall_pct']:.2f} % "
+                  f"packed/padded {ratio:.2f}x (median step {packed['median_tokens_per_s'] / padded['median_tokens_per_s']:.2f}x; "
+                  f"target >= 1.3x); loader stall {packed['stall_pct']:.2f} % "
                   f"(target < 2 %); MFU {'not measured (no GPU)' if packed['mfu'] is None else packed['mfu']}")
     print("flex / flash-attn block-causal speed vs dense SDPA: not measured (CUDA only; no GPU on this machine)")
 

@@ -127,6 +127,8 @@ def run_training(data: str | Path, config: str | Path | RunConfig, out: str | Pa
 
     out = Path(out)
     info = info or init_distributed()
+    if info.device.type == "cuda":
+        torch.cuda.set_device(info.device)
     run_config = resolve_config(config, out, resume, steps)
     setup_determinism(run_config)
     if info.is_main:
