@@ -49,7 +49,8 @@ def make_trainer(size_name: str, samples, steps: int, mode: str, batch: int, bud
 
 def measure(size_name: str, samples, steps: int, batch: int, budget: int, out: Path) -> dict[str, dict]:
     """Packed and padded steps alternate, so both see the same machine load; two warm-up steps each."""
-    trainers = {mode: make_trainer(size_name, samples, steps, mode, batch, budget, out) for mode in ("packed", "padded")}
+    trainers = {mode: make_trainer(size_name, samples, steps, mode, batch, budget, out)
+                for mode in ("packed", "padded")}
     rows: dict[str, list[dict]] = {mode: [] for mode in trainers}
     for i in range(steps + 2):
         for mode, trainer in trainers.items():
@@ -86,9 +87,10 @@ def main() -> None:
             both = measure(name, samples, args.steps, args.batch, BUDGET[name], Path(tmp))
             packed, padded = both["packed"], both["padded"]
             ratio = packed["tokens_per_s"] / padded["tokens_per_s"]
+            median_ratio = packed["median_tokens_per_s"] / padded["median_tokens_per_s"]
             print(f"{name}: packed {packed['tokens_per_s']:.0f} tokens/s (padding {100 * packed['padding']:.1f} %), "
                   f"padded batches {padded['tokens_per_s']:.0f} tokens/s (padding {100 * padded['padding']:.1f} %), "
-                  f"packed/padded {ratio:.2f}x (median step {packed['median_tokens_per_s'] / padded['median_tokens_per_s']:.2f}x; "
+                  f"packed/padded {ratio:.2f}x (median step {median_ratio:.2f}x; "
                   f"target >= 1.3x); loader stall {packed['stall_pct']:.2f} % "
                   f"(target < 2 %); MFU {'not measured (no GPU)' if packed['mfu'] is None else packed['mfu']}")
     print("flex / flash-attn block-causal speed vs dense SDPA: not measured (CUDA only; no GPU on this machine)")
