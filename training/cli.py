@@ -1,4 +1,4 @@
-"""Training's subcommands: `vidmill model info`, `vidmill latents`."""
+"""Training's subcommands: `vidmill model info`, `vidmill latents`, `vidmill train`."""
 
 from __future__ import annotations
 
@@ -45,6 +45,36 @@ def _add_latents(sub: argparse._SubParsersAction) -> None:
     latents.set_defaults(func=_latents)
 
 
+def _train(args: argparse.Namespace) -> int:
+    if args.ray:
+        from vidmill.training.ray_train import run_on_ray
+
+        run_on_ray(args.data, args.config, args.out, args.steps, args.resume, num_workers=args.ray_workers,
+                   use_gpu=args.ray_gpu, cpus_per_worker=args.ray_cpus_per_worker,
+                   address=None if args.ray == "local" else args.ray)
+        return 0
+    from vidmill.training.run import run_training
+
+    run_training(args.data, args.config, args.out, args.steps, args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train the DiT (and a VAE when none is given) on latents or a curated output",
+                           description="Works as is on one CPU/GPU, under torchrun (DDP/FSDP2) and on Ray (--ray).")
+    train.add_argument("--data", required=True, help="latents (*.pt or a folder with latents.pt) or a curated output")
+    train.add_argument("--config", default="tiny", help="a size (tiny, small, 4.5B, 24B) or a YAML file")
+    train.add_argument("--out", required=True, help="the RUN folder (checkpoints, metrics.jsonl, config.yaml)")
+    train.add_argument("--steps", type=int, help="the run's total optimiser steps (a resumed run trains what is left)")
+    train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    train.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    train.add_argument("--ray", metavar="ADDRESS", help="run on Ray Train: 'local' or a cluster address")
+    train.add_argument("--ray-workers", type=int, default=2, help="Ray Train workers (one per GPU with --ray-gpu)")
+    train.add_argument("--ray-gpu", action="store_true", help="one GPU per Ray Train worker")
+    train.add_argument("--ray-cpus-per-worker", type=float, default=1.0)
+    train.set_defaults(func=_train)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     model = sub.add_parser("model", help="model registry")
     model_sub = model.add_subparsers(dest="model_command", required=True)
@@ -52,3 +82,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     info.add_argument("name")
     info.set_defaults(func=_model_info)
     _add_latents(sub)
+    _add_train(sub)
