@@ -1,0 +1,144 @@
+"""Shortcut distillation: the objective's targets, its reduction to flow matching, and a tiny distillation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidmill.model.dit import DiT, pack, unpack
+from vidmill.model.sizes import get_size
+from vidmill.training.data.sample import LatentSample
+from vidmill.training.objectives.shortcut import ShortcutConfig, ShortcutObjective
+
+CFG = get_size("tiny").dit
+HW = (2, 2)
+
+
+def hand_t(u: torch.Tensor) -> torch.Tensor:
+    return torch.where(u >= 1, torch.full_like(u, 0.9999), u**2 / (3 - 2 * u**2)).float()
+
+
+def perturbed(seed: int) -> DiT:
+    torch.manual_seed(seed)
+    model = DiT(CFG)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def samples(n: int, chunks: int = 2, seed: int = 0, captioned: bool = False) -> list[LatentSample]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        caps = [torch.randn(3, CFG.text_dim, generator=g) if captioned else None for _ in range(chunks)]
+        out.append(LatentSample(f"s{i}", torch.randn(CFG.latent_channels, chunks * CFG.chunk_frames, *HW,
+                                                     generator=g), caps))
+    return out
+
+
+def hand_flow_matching(model, batch, noised, step_size):
+    """mean over noisy-chunk tokens of |model(x_t) - (x1 - x0)|^2, written out directly."""
+    frames = CFG.chunk_frames
+    xs, ts = [], []
+    for x0, x1, u in zip(noised.x0, noised.x1, noised.u, strict=True):
+        t = hand_t(u)
+        tf = t.repeat_interleave(frames).view(1, -1, 1, 1)
+        xs.append((1 - tf) * x0 + tf * x1)
+        ts.append(t)
+    p = pack(xs, ts, [s.captions for s in batch], CFG)
+    groups = sum(len(u) for u in noised.u)
+    step = None if step_size is None else torch.full((groups,), step_size)
+    pred = unpack(model(p, window=4, step_size=step), p, CFG)
+    errors = []
+    for y, x0, x1, u in zip(pred, noised.x0, noised.x1, noised.u, strict=True):
+        noisy = (u < 1).repeat_interleave(frames)
+        errors.append(((y - (x1 - x0))[:, noisy] ** 2).mean(dim=0).flatten())
+    return torch.cat(errors).mean()
+
+
+def test_smallest_step_is_exactly_flow_matching():
+    model, batch = perturbed(0), samples(6, captioned=True)
+    objective = ShortcutObjective(ShortcutConfig(step_sizes=(1 / 64,), bootstrap_fraction=1.0, seed=3),
+                                  ema=perturbed(1))
+    loss, metrics = objective.loss(model, batch)
+    assert metrics["bootstrap_samples"] == 0  # d at the smallest step: no self-consistency target
+    replay = ShortcutObjective(ShortcutConfig(step_sizes=(1 / 64,), bootstrap_fraction=1.0, seed=3), ema=model)
+    replay.choose_bootstrap(len(batch))
+    noised = replay.noise(batch, [True] * len(batch))
+    torch.testing.assert_close(loss, hand_flow_matching(model, batch, noised, 1 / 64), rtol=1e-5, atol=1e-6)
+    # a base model (step embedding still zero) sees no difference between d_min and no step conditioning
+    base = DiT(CFG)
+    loss_base, _ = ShortcutObjective(ShortcutConfig(step_sizes=(1 / 64,), bootstrap_fraction=1.0, seed=3),
+                                     ema=base).loss(base, batch)
+    torch.testing.assert_close(loss_base, hand_flow_matching(base, batch, noised, None), rtol=1e-5, atol=1e-6)
+
+
+def test_guidance_with_unit_weights_is_flow_matching_and_otherwise_not():
+    model, teacher, batch = perturbed(0), perturbed(2), samples(4, captioned=True)
+
+    def run(**kw):
+        cfg = ShortcutConfig(bootstrap_fraction=0.0, seed=5, tail_prob=1.0, **kw)
+        return ShortcutObjective(cfg, ema=model, teacher=teacher).loss(model, batch)[0]
+
+    plain = run()
+    torch.testing.assert_close(run(guidance=True, w_prev=1.0, w_text=1.0, guidance_until=2.0), plain)
+    assert abs(float(run(guidance=True, w_prev=1.5, w_text=7.5, guidance_until=1.0).detach() - plain.detach())) > 1e-3
+    with pytest.raises(ValueError, match="teacher"):
+        ShortcutObjective(ShortcutConfig(guidance=True), ema=model)
+
+
+def test_bootstrap_target_is_two_half_steps_of_the_ema_model():
+    model, ema, batch = perturbed(0), perturbed(1), samples(1, chunks=1)
+    d = 1 / 8
+    cfg = ShortcutConfig(step_sizes=(1 / 64, d), bootstrap_fraction=1.0, seed=7, target_clip=100.0)
+    objective = ShortcutObjective(cfg, ema=ema)
+    objective.bootstrap_count = 1  # the next bootstrap sample takes d = 1/8
+    loss, metrics = objective.loss(model, batch, bootstrap=[True])
+    assert metrics["bootstrap_samples"] == 1
+
+    replay = ShortcutObjective(cfg, ema=ema)
+    replay.bootstrap_count = 1
+    noised = replay.noise(batch, [True])
+    u, x0, x1 = noised.u[0], noised.x0[0], noised.x1[0]
+    assert noised.d == [d] and float(u[0]) in (0.0, 0.125)
+    t0, t1, t2 = hand_t(u), hand_t(u + d / 2), hand_t(u + d)
+    x_t = (1 - t0) * x0 + t0 * x1
+
+    def velocity(net, x, t, step):
+        p = pack([x], [t], [[None]], CFG)
+        return unpack(net(p, window=4, step_size=torch.tensor([step])), p, CFG)[0]
+
+    with torch.no_grad():
+        v1 = velocity(ema, x_t, t0, d / 2)
+        v2 = velocity(ema, x_t + (t1 - t0) * v1, t1, d / 2)
+    target = ((t1 - t0) * v1 + (t2 - t1) * v2) / (t2 - t0)
+    expected = F.mse_loss(velocity(model, x_t, t0, d), target)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    # targets are clipped
+    clipped = ShortcutObjective(ShortcutConfig(step_sizes=(1 / 64, d), bootstrap_fraction=1.0, seed=7,
+                                               target_clip=1e-3), ema=ema)
+    clipped.bootstrap_count = 1
+    small, _ = clipped.loss(model, batch, bootstrap=[True])
+    pred = velocity(model, x_t, t0, d)
+    torch.testing.assert_close(small, F.mse_loss(pred, target.clamp(-1e-3, 1e-3)), rtol=1e-5, atol=1e-6)
+
+
+def test_step_sizes_cycle_and_fraction_and_resume():
+    objective = ShortcutObjective(ShortcutConfig(bootstrap_fraction=1 / 8), ema=DiT(CFG))
+    noised = objective.noise(samples(8), [True] * 8)
+    assert noised.d == [1 / 64, 1 / 32, 1 / 16, 1 / 8] * 2  # MAGI's 64, 32, 16, 8 steps, in turn
+    assert objective.noise(samples(2), [False, False]).d == [1 / 64, 1 / 64]  # the rest: the smallest step
+    for u, d in zip(noised.u, noised.d, strict=True):  # noise levels on the d-grid, older chunks cleaner
+        assert torch.allclose(torch.round(u / d) * d, u) and u[0] >= u[1]
+    picks = [sum(objective.choose_bootstrap(16)) for _ in range(400)]
+    assert abs(sum(picks) / (400 * 16) - 1 / 8) < 0.02
+    model, batch = perturbed(0), samples(4)
+    state = copy.deepcopy(objective.state_dict())
+    first, _ = objective.loss(model, batch)
+    objective.load_state_dict(state)
+    again, _ = objective.loss(model, batch)
+    torch.testing.assert_close(first, again)
