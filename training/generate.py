@@ -143,7 +143,7 @@ def encode_prefix(vae: VideoVAE, frames: np.ndarray, size: ModelSize) -> torch.T
     frames = frames[: len(frames) // pt * pt]
     if not len(frames):
         raise ValueError(f"the prefix video needs at least {pt} frames")
-    video = to_model_video(frames, *size.resolution)
+    video = to_model_video(frames, *size.resolution).to(next(vae.parameters()).device)
     mean, _ = vae.encode(video)
     return mean[0] * size.vae.scale_factor
 

@@ -53,6 +53,7 @@ class ChunkSampler:
         self.cfg = dit.cfg
         self.grid = time_grid(config.steps, config.shortcut_mode)
         self.du = u_steps(config.steps, config.shortcut_mode)
+        self.device = next(dit.parameters()).device
         self.peak_state_bytes = 0
         self.forwards = 0
 
@@ -88,7 +89,7 @@ class ChunkSampler:
     def _new_chunk(self, j: int, tick: int, latent_hw: tuple[int, int], captions, prefix, generator) -> _Chunk:
         """Noise for chunk j, made only when it starts, so nothing is held for chunks not begun."""
         frames = self.cfg.chunk_frames
-        x = torch.randn(self.cfg.latent_channels, frames, *latent_hw, generator=generator)
+        x = torch.randn(self.cfg.latent_channels, frames, *latent_hw, generator=generator).to(self.device)
         fixed = 0 if prefix is None else max(0, min(frames, prefix.shape[1] - j * frames))
         if fixed:
             x[:, :fixed] = prefix[:, j * frames:j * frames + fixed]
@@ -115,7 +116,7 @@ class ChunkSampler:
         return p, extra * self.cfg.chunk_frames, torch.stack(steps)
 
     def _step_size(self, steps: torch.Tensor) -> torch.Tensor | None:
-        return steps if self.config.step_conditioning else None
+        return steps.to(self.device) if self.config.step_conditioning else None
 
     def _velocity(self, chunks, tick, cache, finished, null_text=False, isolate=False):
         p, skip, steps = self._pack(chunks, tick, finished, null_text)

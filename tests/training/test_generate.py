@@ -20,6 +20,7 @@ from vidmill.model.vae import VideoVAE
 from vidmill.training.generate import GenerateRequest, chunk_prompts, encode_prefix, generate, load_run
 from vidmill.training.video_io import Mp4Writer, to_model_video, to_uint8_frames
 
+FAST = {"steps": 8, "guidance": False}  # one pass per step: the guidance passes are tested in test_sampler.py
 SIZE = get_size("tiny")  # 64x64, 24 fps, chunk = 2 latent frames = 8 video frames, VAE window 6 latent frames
 
 
@@ -70,7 +71,7 @@ def write_image(path: Path) -> np.ndarray:
 
 def test_t2v_writes_a_playable_mp4_with_the_right_frames_and_fps(models, tmp_path):
     out = tmp_path / "t2v.mp4"
-    summary = generate(models, GenerateRequest(seconds=1.0, steps=8), out)
+    summary = generate(models, GenerateRequest(seconds=1.0, **FAST), out)
     frames, rate = read_mp4(out)
     assert frames.shape == (24, 64, 64, 3) and rate == 24
     assert summary["frames"] == 24 and summary["chunks"] == 3 and summary["mode"] == "t2v"
@@ -87,7 +88,7 @@ def test_chunks_stream_into_the_file_while_later_chunks_are_denoised(models, tmp
             readable = sum(1 for _ in container.decode(video=0))
         seen.append((first, len(progress), readable))
 
-    summary = generate(models, GenerateRequest(seconds=2.0, steps=8), out, on_frames=on_frames,
+    summary = generate(models, GenerateRequest(seconds=2.0, **FAST), out, on_frames=on_frames,
                        on_progress=progress.append)
     assert summary["chunks"] == 6 and len(progress) == 6
     first, chunks_done, readable = seen[0]
@@ -100,7 +101,7 @@ def test_chunks_stream_into_the_file_while_later_chunks_are_denoised(models, tmp
 def test_i2v_first_frame_matches_the_image_within_vae_error(models, tmp_path):
     image = write_image(tmp_path / "first.png")
     frames = []
-    generate(models, GenerateRequest(seconds=1.0, steps=8, image=tmp_path / "first.png"), tmp_path / "i2v.mp4",
+    generate(models, GenerateRequest(seconds=1.0, **FAST, image=tmp_path / "first.png"), tmp_path / "i2v.mp4",
              on_frames=lambda f, first: frames.append(f))
     out = np.concatenate(frames)
     assert out.shape[0] == 24 and read_mp4(tmp_path / "i2v.mp4")[0].shape[0] == 24
@@ -113,7 +114,7 @@ def test_i2v_first_frame_matches_the_image_within_vae_error(models, tmp_path):
     assert first_error <= vae_error * 1.05 + 1.0, (first_error, vae_error)
     # and it is the image, not a free sample: a T2V first frame with the same seed is much further away
     t2v = []
-    generate(models, GenerateRequest(seconds=1.0, steps=8), None, on_frames=lambda f, first: t2v.append(f))
+    generate(models, GenerateRequest(seconds=1.0, **FAST), None, on_frames=lambda f, first: t2v.append(f))
     assert first_error < np.abs(t2v[0][0].astype(float) - image).mean()
 
 
@@ -122,7 +123,7 @@ def test_v2v_continues_a_prefix_video(models, tmp_path):
     writer = Mp4Writer(prefix, 24, 64, 64)
     writer.write(np.stack([np.roll(write_image(tmp_path / "p.png"), 3 * i, axis=1) for i in range(12)]))
     writer.close()
-    summary = generate(models, GenerateRequest(seconds=1.0, steps=8, video=prefix), tmp_path / "v2v.mp4")
+    summary = generate(models, GenerateRequest(seconds=1.0, **FAST, video=prefix), tmp_path / "v2v.mp4")
     frames, rate = read_mp4(tmp_path / "v2v.mp4")
     assert summary["mode"] == "v2v" and frames.shape[0] == 24 and rate == 24
     # the 12 prefix frames (3 latent frames) are fixed: the latent of the continuation starts from them
@@ -162,14 +163,20 @@ def test_distilled_run_samples_with_step_conditioning_and_one_pass(tmp_path):
     assert summary["forwards"] < base["forwards"]  # one pass per step instead of three while t < 0.3
 
 
-def _peak(models, seconds):
-    return generate(models, GenerateRequest(seconds=seconds, steps=8), None, measure_heap=True)["peak_heap_mb"]
+def _peak(models, chunks, in_flight=1, window=1):
+    request = GenerateRequest(seconds=chunks / 3, in_flight=in_flight, window=window, **FAST)
+    return generate(models, request, None, measure_heap=True)["peak_heap_mb"]
 
 
 def test_peak_memory_is_flat_from_2_to_16_chunks(models):
-    _peak(models, 2 / 3)  # warm-up
-    two, sixteen = _peak(models, 2 / 3), _peak(models, 16 / 3)  # 2 and 16 chunks of 8 frames
-    assert abs(sixteen - two) / two < 0.15, (two, sixteen)
+    """Whole generation (DiT, KV cache, VAE windows, frames out): one chunk in flight, a one-chunk window.
+
+    With the default pipeline (4 in flight, window 4) the peak is flat once the pipeline is full (4 chunks);
+    tests/test_sampler.py checks that at the sampler, bench/generate.py prints it.
+    """
+    _peak(models, 2)  # warm-up: one-off allocations
+    two, sixteen = _peak(models, 2), _peak(models, 16)  # 2 and 16 chunks of 8 frames
+    assert abs(sixteen - two) / two < 0.10, (two, sixteen)
 
 
 def test_model_video_crops_and_resizes():
