@@ -1,13 +1,13 @@
-"""`vidmill distill`: shortcut distillation of a teacher run into RUN2 with the trainer's loop.
+"""`vidmill distill`: shortcut distillation of a teacher run into RUN2, run by the trainer's loop.
 
-RUN2 starts from the teacher's EMA weights (student and EMA), keeps the teacher frozen for the guidance terms
-(when folded in), and trains with ShortcutObjective in the trainer's loop; its config.yaml is the teacher's
-plus a `distill:` section (what `vidmill generate` reads to turn on step-size conditioning and one-pass
-sampling). Checkpoints, resume and metrics are the trainer's.
+RUN2 starts from the teacher's EMA weights (student, and the trainer's EMA that feeds the self-consistency
+targets), keeps a frozen teacher copy for the guidance terms when guidance is folded in, and trains with
+ShortcutObjective in the same `Trainer` as `vidmill train` (checkpoints, resume, metrics are the trainer's).
+RUN2/config.yaml is the teacher's plus a `distill:` section, which `vidmill generate` reads to turn on
+step-size conditioning and one-pass sampling. --data: the latents the teacher trained on (a `vidmill latents`
+output, a latents file, or TEACHER_RUN/latents.pt); a curated output is refused (it would train a new VAE).
 
-PARTIAL: the trainer (training/trainer.py) is being written on another branch; `_run_trainer` is the one
-call to wire at merge (objective hook: the loop calls `objective.loss(model, batch, step)` and saves
-`objective.state_dict()` with its checkpoint).
+Needs training/{run,trainer,config,checkpoint}.py of the trainer branch.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from vidmill.training.generate import load_run
 from vidmill.training.objectives.shortcut import ShortcutConfig, ShortcutObjective
 
 
@@ -29,26 +29,52 @@ def distill_config(teacher_config: dict, shortcut: ShortcutConfig, teacher_run: 
     return config
 
 
-def distill(teacher_run: str | Path, data: str | Path, out: str | Path, steps: int = 1000,
-            bootstrap_fraction: float = 1 / 8, guidance: bool = False, w_prev: float = 1.5,
-            w_text: float = 7.5) -> None:
-    teacher = load_run(teacher_run, ema=True)
-    shortcut = ShortcutConfig(bootstrap_fraction=bootstrap_fraction, guidance=guidance, w_prev=w_prev,
-                              w_text=w_text)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(distill_config(teacher.config, shortcut, teacher_run),
-                                                    sort_keys=False))
-    student = copy.deepcopy(teacher.dit).train()
-    ema = copy.deepcopy(teacher.dit).eval().requires_grad_(False)
-    objective = ShortcutObjective(shortcut, ema=ema, teacher=teacher.dit.requires_grad_(False) if guidance else None)
-    _run_trainer(out, data, student, ema, teacher.vae, objective, steps)
+def shortcut_from_config(config: dict) -> ShortcutConfig:
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config["distill"].items() if k != "teacher"}
+    return ShortcutConfig(**values)
 
 
-def _run_trainer(out: Path, data, student, ema, vae, objective: ShortcutObjective, steps: int) -> None:
-    try:
-        from vidmill.training import trainer  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError("vidmill distill needs the trainer loop (vidmill.training.trainer), which this "
-                           "build does not have yet") from exc
-    raise RuntimeError("vidmill distill: the trainer exists but is not wired to the shortcut objective yet")
+def distill(teacher_run: str | Path, data: str | Path, out: str | Path, steps: int | None = None,
+            shortcut: ShortcutConfig | None = None, only_step_embed: bool = False, resume: bool = False,
+            progress: bool = True) -> dict[str, Any]:
+    from vidmill.training.checkpoint import load_models
+    from vidmill.training.config import from_dict
+    from vidmill.training.parallelize import barrier, init_distributed
+    from vidmill.training.run import is_latents_output, make_loader, prepare_latents, setup_determinism
+    from vidmill.training.trainer import Trainer
+
+    teacher_run, out, data = Path(teacher_run), Path(out), Path(data)
+    if (data / "shards").is_dir() and not is_latents_output(data):
+        raise ValueError(f"--data {data}: give the teacher's latents (a `vidmill latents` output or "
+                         f"{teacher_run / 'latents.pt'}), not a curated output")
+    info = init_distributed()
+    saved = out / "config.yaml"
+    if resume and saved.is_file():
+        config = yaml.safe_load(saved.read_text())
+    else:
+        teacher_config = yaml.safe_load((teacher_run / "config.yaml").read_text())
+        config = distill_config(teacher_config, shortcut or ShortcutConfig(), teacher_run)
+    if steps is not None:
+        config.setdefault("train", {})["steps"] = steps
+    shortcut = shortcut_from_config(config)
+    run_config = from_dict({k: v for k, v in config.items() if k != "distill"})
+    setup_determinism(run_config)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(yaml.safe_dump(config, sort_keys=False))
+    barrier(info)
+    _, dit, vae = load_models(teacher_run, ema=True)
+    samples, _ = prepare_latents(data, run_config, out, info, progress)
+    loader = make_loader(data, samples, run_config, info)
+    ema = copy.deepcopy(dit).eval().requires_grad_(False)
+    teacher = copy.deepcopy(dit).eval().requires_grad_(False) if shortcut.guidance else None
+    student = dit.train()
+    student.backend = run_config.train.attention
+    if only_step_embed:  # distil without moving the rest of the teacher (see docs/gen.md)
+        student.requires_grad_(False)
+        student.step_embed.requires_grad_(True)
+    objective = ShortcutObjective(shortcut, ema=ema, teacher=teacher)
+    extra = {"vae": {k: v.contiguous() for k, v in vae.state_dict().items()}} if vae is not None else None
+    trainer = Trainer(run_config, out, student, objective, loader, info, resume=resume, progress=progress,
+                      extra_weights=extra, flops_config=run_config.size.dit)
+    return trainer.fit(run_config.train.steps)

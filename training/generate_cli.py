@@ -36,9 +36,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _distill(args: argparse.Namespace) -> int:
     from vidmill.training.distill import distill
+    from vidmill.training.objectives.shortcut import ShortcutConfig
 
-    distill(args.teacher, args.data, args.out, steps=args.steps, bootstrap_fraction=args.bootstrap_fraction,
-            guidance=args.guidance, w_prev=args.w_prev, w_text=args.w_text)
+    shortcut = ShortcutConfig(bootstrap_fraction=args.bootstrap_fraction, guidance=args.guidance,
+                              w_prev=args.w_prev, w_text=args.w_text)
+    summary = distill(args.teacher, args.data, args.out, steps=args.steps, shortcut=shortcut,
+                      only_step_embed=args.only_step_embed, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))}))
     return 0
 
 
@@ -67,9 +71,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     dis = sub.add_parser("distill", help="shortcut-distil a trained run into an 8-16 step model")
     dis.add_argument("--teacher", required=True, help="RUN directory of the teacher")
-    dis.add_argument("--data", required=True, help="latent shards (as for vidmill train)")
-    dis.add_argument("--out", required=True, help="new RUN directory")
-    dis.add_argument("--steps", type=int, default=1000)
+    dis.add_argument("--data", required=True,
+                     help="the teacher's latents: a `vidmill latents` output, a latents .pt, or TEACHER/latents.pt")
+    dis.add_argument("--out", required=True, help="new RUN directory (checkpoints, metrics.jsonl, config.yaml)")
+    dis.add_argument("--steps", type=int, help="total distillation steps (default: the teacher config's train.steps)")
+    dis.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    dis.add_argument("--only-step-embed", action="store_true",
+                     help="train only the step-size embedder (no drift of an unconverged teacher)")
+    dis.add_argument("--no-progress", action="store_true")
     dis.add_argument("--bootstrap-fraction", type=float, default=1 / 8)
     dis.add_argument("--guidance", action="store_true", help="fold classifier-free guidance into the targets")
     dis.add_argument("--w-prev", type=float, default=1.5)

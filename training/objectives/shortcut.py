@@ -1,6 +1,9 @@
 """Shortcut distillation: one model that samples in 8-16 steps, guidance folded in (MAGI-1 / shortcut models).
 
-A second objective for the trainer's loop (the loop is the trainer's; this file only builds a loss):
+A second objective for the trainer's loop (the loop is the trainer's; this file only builds a loss). It follows
+the interface in training/objectives/__init__.py: `loss(model, batch, step, rng) -> (loss, metrics)`, every
+random choice from `rng`; `attach(trainer)` takes the trainer's EMA (copied into a frozen module once per
+step for the self-consistency targets) and device; `state_dict()` is JSON (the step-size cycle position).
 
 - Noise levels follow the inference pipeline: per sample, the newest chunk k gets u0 on the d-grid in
   [0, 1/W) (or anywhere in [0, 1) with probability `tail_prob`), chunk j gets u_j = min(1, u0 + (k - j)/W);
@@ -67,7 +70,9 @@ class _Noised:
 
 
 class ShortcutObjective:
-    """`loss(model, batch, step) -> (loss, metrics)`; `ema` is the trainer's EMA copy (updated in place)."""
+    """`loss(model, batch, step, rng) -> (loss, metrics)`; `ema`: a module holding the EMA weights."""
+
+    name = "shortcut"
 
     def __init__(self, config: ShortcutConfig, ema: nn.Module, teacher: nn.Module | None = None):
         if config.guidance and teacher is None:
@@ -77,19 +82,35 @@ class ShortcutObjective:
         if any(d <= 0 or d > 1 / config.window_chunks for d in config.step_sizes):
             raise ValueError(f"step sizes must lie in (0, 1/{config.window_chunks}]: {config.step_sizes}")
         self.config, self.ema, self.teacher = config, ema, teacher
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)  # used when the caller passes no rng
         self.bootstrap_count = 0  # bootstrap samples so far: which step size comes next
+        self.trainer = None
+        self._ema_step: int | None = None
+        self._rng: torch.Generator | None = None  # the trainer's per-micro-batch generator
+
+    def attach(self, trainer) -> None:
+        """Called by the trainer once: its EMA feeds the targets (copied into `self.ema` each new step)."""
+        self.trainer = trainer
+        device = getattr(trainer, "device", None)
+        if device is not None:
+            self.ema.to(device)
+            if self.teacher is not None:
+                self.teacher.to(device)
+
+    def _sync_ema(self, step: int) -> None:
+        if self.trainer is not None and step != self._ema_step:
+            self.trainer.ema.copy_to(self.ema)
+            self._ema_step = step
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "bootstrap_count": self.bootstrap_count}
+        return {"bootstrap_count": self.bootstrap_count}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
         self.bootstrap_count = int(state["bootstrap_count"])
 
     # -- noise levels -------------------------------------------------------------------------------
     def _rand(self) -> float:
-        return float(torch.rand((), generator=self.generator))
+        return float(torch.rand((), generator=self.rng))
 
     def _levels(self, n_chunks: int, d: float) -> torch.Tensor:
         """u per chunk (oldest first) on the d-grid; the newest chunk is the noisiest."""
@@ -106,7 +127,7 @@ class ShortcutObjective:
             d = steps[self.bootstrap_count % len(steps)] if boot else steps[0]
             self.bootstrap_count += int(boot)
             x1.append(sample.latent.float())
-            x0.append(torch.randn(sample.latent.shape, generator=self.generator).to(sample.latent.device))
+            x0.append(torch.randn(sample.latent.shape, generator=self.rng).to(sample.latent.device))
             us.append(self._levels(sample.n_chunks, d))
             ds.append(d)
         return _Noised(x0, x1, us, ds)
@@ -179,12 +200,22 @@ class ShortcutObjective:
     def choose_bootstrap(self, n: int) -> list[bool]:
         """k of n samples (k = floor(f n + r), r ~ U[0, 1): f on average), chosen at random."""
         k = min(n, math.floor(self.config.bootstrap_fraction * n + self._rand()))
-        chosen = set(torch.randperm(n, generator=self.generator)[:k].tolist())
+        chosen = set(torch.randperm(n, generator=self.rng)[:k].tolist())
         return [i in chosen for i in range(n)]
 
+    @property
+    def rng(self) -> torch.Generator:
+        return self._rng if self._rng is not None else self.generator
+
     def loss(self, model: nn.Module, batch: PackedBatch | list[LatentSample], step: int = 0,
-             bootstrap: list[bool] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             rng: torch.Generator | None = None, bootstrap: list[bool] | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        self._rng = rng
+        self._sync_ema(step)
         samples = batch.samples if isinstance(batch, PackedBatch) else batch
+        device = next(model.parameters()).device
+        samples = [LatentSample(s.key, s.latent.to(device), [None if c is None else c.to(device) for c in s.captions],
+                                s.first_chunk) for s in samples]
         frames = _cfg(model).chunk_frames
         bootstrap = self.choose_bootstrap(len(samples)) if bootstrap is None else bootstrap
         noised = self.noise(samples, bootstrap)
@@ -206,7 +237,9 @@ class ShortcutObjective:
         if not errors:
             raise ValueError("batch has no noisy chunk to learn from")
         loss = torch.cat(errors).mean()
-        metrics = {"loss": float(loss.detach()), "bootstrap_samples": float(len(idx)), "samples": float(len(samples))}
+        tokens = sum(s.latent[0].numel() // math.prod(_cfg(model).patch) for s in samples)
+        metrics = {"loss": float(loss.detach()), "bootstrap_samples": float(len(idx)), "samples": float(len(samples)),
+                   "tokens": float(tokens)}
         for name, flag in (("loss_flow", False), ("loss_bootstrap", True)):
             part = [e for e, k in zip(errors, kinds, strict=True) if k == flag]
             if part:
