@@ -49,7 +49,9 @@ def hand_flow_matching(model, batch, noised, step_size):
         tf = t.repeat_interleave(frames).view(1, -1, 1, 1)
         xs.append((1 - tf) * x0 + tf * x1)
         ts.append(t)
-    p = pack(xs, ts, [s.captions for s in batch], CFG)
+    captions = [[None if float(u[j]) >= 1 else c for j, c in enumerate(s.captions)]  # clean context: null text
+                for s, u in zip(batch, noised.u, strict=True)]
+    p = pack(xs, ts, captions, CFG)
     groups = sum(len(u) for u in noised.u)
     step = None if step_size is None else torch.full((groups,), step_size)
     pred = unpack(model(p, window=4, step_size=step), p, CFG)

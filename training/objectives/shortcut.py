@@ -67,6 +67,7 @@ class _Noised:
     x1: list[torch.Tensor]  # data
     u: list[torch.Tensor]  # [n_chunks] per sample, 1 = clean context
     d: list[float]  # step size per sample
+    offsets: list[int]  # first latent frame of each sample in its clip (absolute chunk positions)
 
 
 class ShortcutObjective:
@@ -123,6 +124,7 @@ class ShortcutObjective:
     def noise(self, samples: list[LatentSample], bootstrap: list[bool]) -> _Noised:
         steps = self.config.step_sizes
         x0, x1, us, ds = [], [], [], []
+        offsets = [s.first_chunk * (s.latent.shape[1] // s.n_chunks) for s in samples]
         for sample, boot in zip(samples, bootstrap, strict=True):
             d = steps[self.bootstrap_count % len(steps)] if boot else steps[0]
             self.bootstrap_count += int(boot)
@@ -130,7 +132,7 @@ class ShortcutObjective:
             x0.append(torch.randn(sample.latent.shape, generator=self.rng).to(sample.latent.device))
             us.append(self._levels(sample.n_chunks, d))
             ds.append(d)
-        return _Noised(x0, x1, us, ds)
+        return _Noised(x0, x1, us, ds, offsets)
 
     # -- model passes -------------------------------------------------------------------------------
     def _t(self, u: torch.Tensor) -> torch.Tensor:
@@ -138,8 +140,11 @@ class ShortcutObjective:
         return torch.where(u >= 1, torch.full_like(u, self.config.clean_t), shift_time(u)).float()
 
     def _pack(self, model: nn.Module, xs: list[torch.Tensor], us: list[torch.Tensor],
-              captions: list[list[torch.Tensor | None]]) -> Packed:
-        return pack(xs, [self._t(u) for u in us], captions, _cfg(model))
+              captions: list[list[torch.Tensor | None]], offsets: list[int]) -> Packed:
+        """Clean context chunks get the null caption, as the sampler writes a finished chunk's keys/values."""
+        captions = [[None if float(u[j]) >= 1 else c for j, c in enumerate(caps)] for u, caps in zip(us, captions,
+                                                                                                    strict=True)]
+        return pack(xs, [self._t(u) for u in us], captions, _cfg(model), offsets)
 
     def _forward(self, model: nn.Module, p: Packed, d: list[float] | None, counts: list[int],
                  null_text: bool = False, isolate: bool = False) -> list[torch.Tensor]:
@@ -161,7 +166,7 @@ class ShortcutObjective:
         cfg = self.config
         if not cfg.guidance:
             return fm
-        p = self._pack(self.teacher, xt, noised.u, captions)
+        p = self._pack(self.teacher, xt, noised.u, captions, noised.offsets)
         counts = [len(u) for u in noised.u]
         ct = self._forward(self.teacher, p, None, counts)
         cp = self._forward(self.teacher, p, None, counts, null_text=True)
@@ -184,12 +189,13 @@ class ShortcutObjective:
         u_mid = [torch.where(u >= 1, u, u + h) for u, h in zip(us, halves, strict=True)]
         u_end = [torch.where(u >= 1, u, u + 2 * h) for u, h in zip(us, halves, strict=True)]
         caps = [captions[i] for i in idx]
+        offsets = [noised.offsets[i] for i in idx]
         x = [xt[i] for i in idx]
-        v1 = self._forward(self.ema, self._pack(self.ema, x, us, caps), halves, counts)
+        v1 = self._forward(self.ema, self._pack(self.ema, x, us, caps, offsets), halves, counts)
         dt1 = [(self._t(m) - self._t(u)).repeat_interleave(frames).view(1, -1, 1, 1) for u, m in zip(us, u_mid,
                                                                                                         strict=True)]
         x_mid = [a + dt * v for a, dt, v in zip(x, dt1, v1, strict=True)]
-        v2 = self._forward(self.ema, self._pack(self.ema, x_mid, u_mid, caps), halves, counts)
+        v2 = self._forward(self.ema, self._pack(self.ema, x_mid, u_mid, caps, offsets), halves, counts)
         dt2 = [(self._t(e) - self._t(m)).repeat_interleave(frames).view(1, -1, 1, 1) for m, e in zip(u_mid, u_end,
                                                                                                         strict=True)]
         clip = self.config.target_clip
@@ -227,7 +233,8 @@ class ShortcutObjective:
         if idx:
             for i, target in zip(idx, self._bootstrap_targets(noised, xt, captions, idx, frames), strict=True):
                 targets[i] = target
-        pred = self._forward(model, self._pack(model, xt, noised.u, captions), noised.d, [len(u) for u in noised.u])
+        pred = self._forward(model, self._pack(model, xt, noised.u, captions, noised.offsets), noised.d,
+                             [len(u) for u in noised.u])
         errors, kinds = [], []
         for i, (p, y, u) in enumerate(zip(pred, targets, noised.u, strict=True)):
             noisy = (u < 1).repeat_interleave(frames)
