@@ -6,7 +6,8 @@
 2. KV-cache inference vs recomputing all previous chunks (same outputs; window large enough to see all).
 3. Peak memory vs video length (CPU: heap peak after every operator; CUDA: max allocated).
 
-    python bench/generate.py [--sizes tiny small] [--steps 64 16 8] [--chunks 2 4 8] [--memory-chunks 2 4 8 16]
+    python bench/generate.py [--sizes tiny small] [--steps 64 16 8] [--throughput-chunks 4] [--chunks 2 4 8]
+                             [--memory-chunks 2 4 8 16] [--only-throughput]
 """
 
 from __future__ import annotations
@@ -98,11 +99,14 @@ def main() -> None:
     parser.add_argument("--latent-hw", type=int, nargs=2, default=[16, 16])
     parser.add_argument("--cache-steps", type=int, default=8)
     parser.add_argument("--memory-chunks", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--only-throughput", action="store_true", help="skip the cache and memory sections")
     args = parser.parse_args()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} (random-init weights; timings on a shared machine are noisy)")
     with tempfile.TemporaryDirectory() as tmp:
         throughput(args.sizes, args.steps, args.throughput_chunks, Path(tmp))
+    if args.only_throughput:
+        return
     cache_vs_recompute(args.sizes[0], args.chunks, tuple(args.latent_hw), args.cache_steps)
     memory_vs_length(args.sizes[0], args.memory_chunks)
 
