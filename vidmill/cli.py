@@ -16,6 +16,7 @@ from vidmill import __version__
 AREAS = (
     "vidmill.pipeline.cli",  # curate, samples, config
     "vidmill.training.cli",  # model info (and the training commands)
+    "vidmill.training.generate_cli",  # generate, distill
     "vidmill.dashboards.cli",  # dashboard
     "vidmill.evaluation.cli",  # eval physics-iq, eval vbench
 )
