@@ -1,4 +1,4 @@
-"""Dashboard at scale: a synthetic N-row manifest (the real MANIFEST_SCHEMA, reasons from the pipeline's
+"""Dashboard at scale: a synthetic N-row manifest (the real manifest schema, reasons from the pipeline's
 own filter_reasons), served by `vidmill dashboard`; prints the time of the main page, a histogram, a
 what-if move, a gallery page and the server's memory.
 
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.decide import filter_reasons
-from vidmill.pipeline.writers import INPUTS_SCHEMA, MANIFEST_SCHEMA, SHOTS_SCHEMA
+from vidmill.pipeline.records import inputs_schema, manifest_schema, shots_schema
 
 CAMERA = np.array(["static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "shaky"])
 CAPTIONS = [f"the camera {verb}; something moves in the {where}; the scene is {light}"
@@ -93,7 +93,7 @@ def write_synthetic(out: Path, n: int, seed: int = 0) -> Path:
         "captioner": np.where(kept, "signals", None),
     }
     arrays = []
-    for field in MANIFEST_SCHEMA:
+    for field in manifest_schema():
         value = data.get(field.name)
         if value is None:
             arrays.append(pa.nulls(n, field.type))
@@ -103,16 +103,16 @@ def write_synthetic(out: Path, n: int, seed: int = 0) -> Path:
             arrays.append(pa.array(value, field.type, from_pandas=True))
         else:
             arrays.append(pa.array(value.tolist() if isinstance(value, np.ndarray) else value, field.type))
-    pq.write_table(pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA), out / "manifest.parquet")
+    pq.write_table(pa.Table.from_arrays(arrays, schema=manifest_schema()), out / "manifest.parquet")
     inputs = {"input_id": [f"{i:016x}" for i in range(n_inputs)],
               "source_uri": [f"s3://bucket/raw/video-{i:08d}.mp4" for i in range(n_inputs)],
               "status": ["ok"] * n_inputs, "duration_s": rng.uniform(30, 900, n_inputs).tolist()}
     pq.write_table(pa.table({f.name: pa.array(inputs.get(f.name, [None] * n_inputs), f.type)
-                             for f in INPUTS_SCHEMA}), out / "inputs.parquet")
+                             for f in inputs_schema()}), out / "inputs.parquet")
     shots = {"input_id": [ids[k][:16] for k in range(0, n, 2)], "shot_index": list(range(0, n, 2)),
              "start_s": [0.0] * len(range(0, n, 2)), "end_s": [8.0] * len(range(0, n, 2))}
     pq.write_table(pa.table({f.name: pa.array(shots.get(f.name, [None] * len(shots["start_s"])), f.type)
-                             for f in SHOTS_SCHEMA}), out / "shots.parquet")
+                             for f in shots_schema()}), out / "shots.parquet")
     run = {"config": dataclasses.asdict(CurateConfig()), "counts": {"clips": n}, "stages": {}, "wall_s": None}
     (out / "run.json").write_text(json.dumps(run))
     return out

@@ -40,11 +40,13 @@ def run_on_ray(data: str | Path, config: str | Path, out: str | Path, steps: int
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from vidmill.pipeline.ray_plan import init_ray
+    from vidmill.pipeline.executor.runner import init_ray
 
     if not ray.is_initialized():
         init_ray(address)
     out = Path(out).resolve()
+    if Path(config).is_file():  # workers run in their own directories: a relative YAML path must travel resolved
+        config = Path(config).resolve()
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"data": str(Path(data).resolve()), "config": str(config), "out": str(out),

@@ -296,9 +296,10 @@ def test_duplicate_groups_side_by_side(curated: Path, client: TestClient):
 def test_an_output_without_clips(tmp_path: Path):
     import pyarrow as pa
 
-    from vidmill.pipeline.writers import MANIFEST_SCHEMA
+    from vidmill.pipeline.decide import filter_reasons  # noqa: F401  (registers the scorers' columns)
+    from vidmill.pipeline.records import manifest_schema
 
-    pq.write_table(pa.Table.from_pylist([], schema=MANIFEST_SCHEMA), tmp_path / "manifest.parquet")
+    pq.write_table(pa.Table.from_pylist([], schema=manifest_schema()), tmp_path / "manifest.parquet")
     with TestClient(create_app([tmp_path])) as c:
         assert c.get("/").status_code == 200 and c.get("/gallery").status_code == 200
         got = c.get("/api/whatif?run=0&sharpness_min=20").json()

@@ -170,12 +170,9 @@ def _run_on_ray(curated: Path, out: Path, config: LatentsConfig, digest: str, to
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, logging_level="WARNING")
-        else:
-            ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+    from vidmill.pipeline.executor.runner import init_ray
+
+    init_ray(address)  # one place starts Ray: loopback, watchdog against leftovers
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     n = actors or max(1, min(len(todo), gpus or max(1, int(resources.get("CPU", 1)) - 1)))
