@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import av
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from curate import plain_decode  # noqa: E402  (the same plain decode as bench/curate.py)
 
 from vidmill.pipeline.analysis.analyze import AnalyzeInput
 from vidmill.pipeline.config import CurateConfig
@@ -42,15 +43,6 @@ def median_of(n: int, run: Callable[[], None]) -> tuple[float, float]:
         walls.append(time.perf_counter() - wall)
         cpus.append(cpu_seconds() - cpu)
     return statistics.median(walls), statistics.median(cpus)
-
-
-def plain_decode(paths: list[str]) -> None:
-    for path in paths:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for _ in container.decode(stream):
-                pass
 
 
 def shot_stage(refs: list, scaling: str) -> None:
