@@ -58,6 +58,7 @@ class Curation:
     def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True,
                  force: bool = False):
         self.input_uri, self.output, self.config = input_uri, Path(output), config
+        self.output_uri = str(output)  # as given: Path() would fold "s3://b" into "s3:/b"
         self.progress, self.force = progress, force
         self.listing = Listing()
         self.work = WorkDir(self.output, config.fingerprint(*WORK_SECTIONS))
@@ -83,11 +84,14 @@ class Curation:
             self.analyse_and_score(todo)
         results = [self.results.get(ref.input_id) or error_result(ref, "not processed") for ref in refs]
         clips = [clip for result in results for clip in result.clips]
+        self.phase(f"decide + dedup: {len(clips)} candidate clips")
         self.decide(clips)
         mark_duplicates(clips, self.config.thresholds, self.runner, self.config.ray.dedup)
         self.transcode([c for c in clips if c.kept])
         if self.config.captions.enabled:
+            self.phase(f"caption: {sum(c.kept for c in clips)} kept clips")
             self.caption([c for c in clips if c.kept])
+        self.phase("write: shards, inputs / shots / manifest tables, run.json")
         self.write(results, clips)
         summary = run_summary(self.input_uri, self.output, self.config, [r.input for r in results],
                               sum(len(r.shots) for r in results), clips, self.runner.stats, self.resumed, started,
@@ -95,9 +99,17 @@ class Curation:
         write_run_json(summary, self.output)
         return summary
 
+    def phase(self, text: str) -> None:
+        """One line as each phase after the analysis bar starts (so no phase passes in silence)."""
+        if self.progress:
+            print(f"vidmill: {text}", file=sys.stderr, flush=True)
+
     # -- steps, in order ----------------------------------------------------------------------
     def check_output(self) -> None:
         """OUTPUT must be a writable directory that is not INPUT itself (one line each, before any work)."""
+        if "://" in self.output_uri and not self.output_uri.startswith("file://"):
+            raise ValueError(f"OUTPUT {self.output_uri}: object-store outputs are not supported yet; write to a local "
+                             "or shared filesystem path")
         if same_location(self.input_uri, str(self.output)):
             raise ValueError(f"OUTPUT {self.output} is INPUT itself: choose another directory (outputs would be "
                              "listed as inputs on the next run)")
@@ -112,7 +124,14 @@ class Curation:
 
     def list(self) -> list[InputRef]:
         """The bucket's inputs (files under OUTPUT left out); an empty bucket is an error that says why."""
-        self.listing = scan_inputs(self.input_uri, self.config.source, str(self.output))
+        self.phase(f"listing {self.input_uri}")
+        try:
+            self.listing = scan_inputs(self.input_uri, self.config.source, str(self.output))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # missing credentials, unreachable endpoint, denied bucket: one line, no traceback
+            raise ValueError(f"cannot list {self.input_uri}: {type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}") from None
         if not self.listing.refs:
             raise ValueError(f"no inputs found under {self.input_uri} with extensions "
                              f"{', '.join(self.config.source.extensions)}{self.listing.note()}")

@@ -222,3 +222,19 @@ def test_no_ray_processes_outlive_a_killed_driver(samples: Path, tmp_path: Path)
     while leftovers(raylet, heads) and time.time() < deadline:
         time.sleep(0.5)
     assert leftovers(raylet, heads) == []
+
+
+def test_unreachable_bucket_and_object_store_output_are_one_line(bucket: Path, tmp_path: Path):
+    """s3:// with no server behind it (an endpoint on a closed loopback port, no retries) and an s3:// OUTPUT."""
+    import socket as sock
+
+    with sock.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = f"source.storage_options={{endpoint_url: 'http://127.0.0.1:{port}', key: k, secret: s, " \
+              "config_kwargs: {retries: {max_attempts: 1}, connect_timeout: 2}}"
+    result = curate("s3://nobucket/raw", tmp_path / "o", "--set", options)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot list s3://nobucket/raw" in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+    result = curate(bucket, "s3://bucket/out")
+    assert result.returncode == 2 and "object-store outputs are not supported" in result.stderr
