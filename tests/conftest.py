@@ -14,18 +14,6 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep every Ra
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # `ray job submit` to the test head
 
 
-# Columns that depend on the transcoded clip's bytes: x264's macroblock-tree rate control makes the bytes
-# of a clip depend on what the same encoder process encoded before (measured: the same 84 frames give
-# 45,479 bytes fresh and 46,094 after another clip), and the signals captioner reads the clip's colours.
-TRANSCODE_DEPENDENT = ("clip_bytes", "caption", "captions_per_second", "caption_tokens_in", "caption_tokens_out",
-                       "caption_latency_s")
-
-
-def without_transcode_dependent(rows: list[dict]) -> list[dict]:
-    """Manifest rows without the columns that depend on the encoder's bytes (see TRANSCODE_DEPENDENT)."""
-    return [{k: v for k, v in row.items() if k not in TRANSCODE_DEPENDENT} for row in rows]
-
-
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vidmill.pipeline.samples import write_samples

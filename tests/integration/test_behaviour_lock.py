@@ -3,7 +3,7 @@ values computed on the code before the issue-10 restructuring (commit 0f2927b).
 
 Run-specific parts are normalised: the bucket's temporary path (and the input ids and clip ids derived
 from it) become the file names, dup_group ids become their sorted members. Volatile columns are left
-out: the columns that depend on the transcoded bytes (tests/conftest.py TRANSCODE_DEPENDENT: x264's
+out: the columns that depend on the transcoded bytes (tests/transcoded_columns.py TRANSCODE_DEPENDENT: x264's
 macroblock tree makes them depend on what the encoder process encoded before), and
 source_version (the input's size + mtime, added later as an extension of the contract by issue 17).
 The Arrow schema (names and types) of each table is part of the hash: the contract must not change.
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import TRANSCODE_DEPENDENT
+from transcoded_columns import TRANSCODE_DEPENDENT
 
 VOLATILE = {*TRANSCODE_DEPENDENT, "source_version"}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import without_transcode_dependent
 from ray.cluster_utils import Cluster
+from transcoded_columns import without_transcode_dependent
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import without_transcode_dependent
+from transcoded_columns import without_transcode_dependent
 
 VIDMILL = [sys.executable, "-m", "vidmill"]
 

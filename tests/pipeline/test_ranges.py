@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import without_transcode_dependent
+from transcoded_columns import without_transcode_dependent
 
 from vidmill.pipeline.analysis.analyze import AnalyzeInput, InputRange
 from vidmill.pipeline.config import CurateConfig
