@@ -1,5 +1,19 @@
 """Curation benchmark: ratios measured side by side in one run on the same inputs.
 
+What holds where users run (warm clusters, many cores):
+A. CPU-seconds of the full pipeline per CPU-second of a plain decode (target <= 2.0), with local Ray started
+   BEFORE timing. Pipeline CPU = the driver and every process under it (gcs, raylet, Ray workers and actors:
+   all are descendants of the driver when it starts local Ray), read with psutil as user + system of each
+   live process plus the children_user / children_system of each (the CPU of descendants that already exited
+   and were reaped, e.g. actors killed when a pool shuts down), before and after the run. Plain-decode CPU:
+   this process's own user + system (getrusage), decode threads included. Ray's idle background CPU on the
+   warm cluster (measured over an idle window) is shown so its share is visible.
+B. wall time on a local cluster (ray.cluster_utils.Cluster, this machine) of 1, 2 and 4 worker nodes of
+   `--node-cpus` CPUs each (head with 0 CPUs; Ray needs whole CPUs per node), against the ideal curve
+   T1 / min(nodes x node_cpus / node_cpus_1, physical cores): on 2 cores the ideal stops at 2x, so 4 nodes
+   show only the cost of spreading the work, not a speed-up.
+
+Earlier ratios, kept:
 1. full pipeline (`vidmill curate`, default config, local Ray, cold start included) wall time over a
    plain PyAV decode of every frame of the inputs (target <= 1.5x); also the pipeline with the scorers
    and captions off (decode, shots, spans, transcode of every candidate, shards) and, alone, what
@@ -10,6 +24,7 @@
 
     python bench/curate.py                     # synthetic 640x360 inputs made here
     python bench/curate.py --inputs DIR        # or any directory of videos (e.g. ../shared/realclips)
+    python bench/curate.py --inputs ../shared/realclips --min-short-side 720   # real footage, 720p or more
 """
 
 from __future__ import annotations
@@ -28,7 +43,10 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
+import resource  # noqa: E402
+
 import av  # noqa: E402
+import psutil  # noqa: E402
 import ray  # noqa: E402
 
 from vidmill.pipeline.analysis.analyze import AnalyzeInput  # noqa: E402
@@ -81,6 +99,78 @@ def curate(inputs: Path, out: Path, config: CurateConfig) -> tuple[dict, float]:
     return summary, machine_cpu_seconds() - cpu0
 
 
+def tree_cpu_seconds() -> float:
+    """CPU-s of this process and all its descendants, the exited-and-reaped ones included (see A above)."""
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # exited between listing and reading: its parent's children_* has it once reaped
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def decode_cpu(paths: list[str]) -> tuple[float, float]:
+    """(wall s, CPU-s of this process) of a plain decode."""
+    cpu0 = own_cpu_seconds()
+    wall = plain_decode(paths)
+    return wall, own_cpu_seconds() - cpu0
+
+
+def warm_curate(inputs: Path, out: Path, config: CurateConfig) -> tuple[dict, float, float]:
+    """The pipeline on an already started local Ray: (summary, wall s, CPU-s of driver + Ray tree)."""
+    init_ray(None)
+    cpu0, start = tree_cpu_seconds(), time.perf_counter()
+    summary = Curation(str(inputs), out, config, progress=False).run()
+    return summary, time.perf_counter() - start, tree_cpu_seconds() - cpu0
+
+
+def idle_ray_cpu_per_s(seconds: float = 5.0) -> float:
+    init_ray(None)
+    cpu0 = tree_cpu_seconds()
+    time.sleep(seconds)
+    return (tree_cpu_seconds() - cpu0) / seconds
+
+
+def cluster_wall(inputs: Path, out: Path, config: CurateConfig, nodes: int, node_cpus: int) -> float:
+    """Wall time of the pipeline on a local cluster of `nodes` worker nodes (started before timing)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for _ in range(nodes):
+            cluster.add_node(num_cpus=node_cpus)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        start = time.perf_counter()
+        Curation(str(inputs), out, config, progress=False).run(address=cluster.address)
+        return time.perf_counter() - start
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def select_inputs(inputs: Path, work: Path, min_short_side: int) -> Path:
+    """A folder of links to the inputs whose short side is at least `min_short_side`."""
+    if not min_short_side:
+        return inputs
+    chosen = work / "selected"
+    chosen.mkdir(parents=True, exist_ok=True)
+    for ref in list_inputs(str(inputs), CurateConfig().source):
+        with av.open(ref.source_uri) as container:
+            stream = container.streams.video[0]
+            if min(stream.width, stream.height) >= min_short_side:
+                (chosen / Path(ref.source_uri).name).symlink_to(Path(ref.source_uri).resolve())
+    return chosen
+
+
 def ray_start_stop() -> float:
     start = time.perf_counter()
     init_ray(None)
@@ -123,16 +213,50 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the short timings; the median is shown")
+    parser.add_argument("--min-short-side", type=int, default=0, help="only inputs at least this tall (720: 720p+)")
+    parser.add_argument("--nodes", default="1,2,4", help="worker nodes of the local clusters (B)")
+    parser.add_argument("--node-cpus", type=int, default=1, help="CPUs of each worker node (B)")
+    parser.add_argument("--set", action="append", default=[], help="config key=value for every pipeline run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vidmill-bench-"))
     inputs = Path(args.inputs) if args.inputs else work / "inputs"
     if not args.inputs:
         make_inputs(inputs, args.videos, args.seconds)
-    config = CurateConfig()
+    inputs = select_inputs(inputs, work, args.min_short_side)
+    from vidmill.pipeline.config import load_config
+
+    config = load_config(None, args.set)
     refs = list_inputs(str(inputs), config.source)
     paths = [r.source_uri for r in refs]
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "
+          "(a shared machine: timings under contention are noisy)", flush=True)
 
-    decode_s = median_of(args.repeat, lambda: plain_decode(paths))
+    # A: warm local Ray, CPU of the whole process tree
+    decode_runs = [decode_cpu(paths) for _ in range(max(1, args.repeat))]
+    decode_wall, decode_cpu_s = (statistics.median(x) for x in zip(*decode_runs, strict=True))
+    idle_cpu = idle_ray_cpu_per_s()
+    warm, warm_wall, warm_cpu = warm_curate(inputs, work / "out-warm", config)
+    ray.shutdown()
+    print(f"A. plain decode: {decode_wall:.2f} s wall, {decode_cpu_s:.2f} CPU-s (median of {len(decode_runs)})")
+    print(f"   full pipeline on warm local Ray: {warm_wall:.2f} s wall, {warm_cpu:.2f} CPU-s (driver + Ray tree)")
+    print(f"   CPU ratio pipeline / decode: {warm_cpu / decode_cpu_s:5.2f}   (target <= 2.0); of which Ray idle "
+          f"background {idle_cpu:.2f} CPU-s/s x {warm_wall:.1f} s = {idle_cpu * warm_wall:.1f} CPU-s", flush=True)
+    busy = {name: round(stage["busy_s"], 1) for name, stage in warm["stages"].items() if stage["busy_s"]}
+    print(f"   stage busy seconds: {busy}", flush=True)
+
+    # B: local clusters of 1, 2, 4 worker nodes
+    nodes = [int(n) for n in args.nodes.split(",")]
+    walls = {n: cluster_wall(inputs, work / f"out-cluster-{n}", config, n, args.node_cpus) for n in nodes}
+    cores = os.cpu_count() or 1
+    base = walls[nodes[0]] * min(nodes[0] * args.node_cpus, cores)
+    print(f"B. local cluster (head 0 CPUs, worker nodes of {args.node_cpus} CPU, {cores} physical cores)")
+    print("   nodes  wall s   ideal s  speed-up  ideal speed-up")
+    for n in nodes:
+        ideal = base / min(n * args.node_cpus, cores)
+        print(f"   {n:5d}  {walls[n]:7.2f}  {ideal:7.2f}  {walls[nodes[0]] / walls[n]:8.2f}  "
+              f"{walls[nodes[0]] / ideal:14.2f}", flush=True)
+
+    decode_s = decode_wall
     summary, cpu_s = curate(inputs, work / "out", config)
     pipeline_s = summary["wall_s"]
     core, _ = curate(inputs, work / "out-core", without_scoring())
