@@ -3,15 +3,19 @@
 What holds where users run (warm clusters, many cores):
 A. CPU-seconds of the full pipeline per CPU-second of a plain decode (target <= 2.0), with local Ray started
    BEFORE timing. Pipeline CPU = the driver and every process under it (gcs, raylet, Ray workers and actors:
-   all are descendants of the driver when it starts local Ray), read with psutil as user + system of each
-   live process plus the children_user / children_system of each (the CPU of descendants that already exited
-   and were reaped, e.g. actors killed when a pool shuts down), before and after the run. Plain-decode CPU:
+   all are descendants of the driver when it starts local Ray). Each live process's user + system is
+   sampled with psutil every 0.1 s and its last sample counts (Raylet does not reap its workers into its
+   own children_* times, so getrusage / children_* would miss every actor); the driver's reaped
+   subprocesses are added from its children_* times. An actor loses only what it used after its last
+   sample (it is idle then: pools shut down after their work drains). Machine-wide CPU from /proc/stat over
+   the same run is printed too: an upper bound that includes the other users of a shared machine. Plain-decode CPU:
    this process's own user + system (getrusage), decode threads included. Ray's idle background CPU on the
    warm cluster (measured over an idle window) is shown so its share is visible.
 B. wall time on a local cluster (ray.cluster_utils.Cluster, this machine) of 1, 2 and 4 worker nodes of
-   `--node-cpus` CPUs each (head with 0 CPUs; Ray needs whole CPUs per node), against the ideal curve
-   T1 / min(nodes x node_cpus / node_cpus_1, physical cores): on 2 cores the ideal stops at 2x, so 4 nodes
-   show only the cost of spreading the work, not a speed-up.
+   `--node-cpus` CPUs each (head with 0 CPUs; Ray needs whole CPUs per node). Every size runs the same
+   actors (pool sizes come from config) on the same physical cores, so the ideal here is flat (T1): the
+   ratio to it is what spreading the work over nodes costs (placement, object transfer between node
+   stores). The ideal on real nodes (T1 / n) is printed beside it; 2 cores cannot show a speed-up.
 
 Earlier ratios, kept:
 1. full pipeline (`vidmill curate`, default config, local Ray, cold start included) wall time over a
@@ -36,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,17 +104,57 @@ def curate(inputs: Path, out: Path, config: CurateConfig) -> tuple[dict, float]:
     return summary, machine_cpu_seconds() - cpu0
 
 
-def tree_cpu_seconds() -> float:
-    """CPU-s of this process and all its descendants, the exited-and-reaped ones included (see A above)."""
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:  # exited between listing and reading: its parent's children_* has it once reaped
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
+class TreeCPU:
+    """CPU-s of this process and every descendant while it runs (see A above), sampled every `every_s`.
+
+    Raylet does not collect its workers' CPU when they exit (their times never reach its children_*), so
+    each process's user + system is sampled while it lives and its last sample counts; a process only
+    loses the CPU it used after its last sample (actors are idle when their pool shuts them down).
+    """
+
+    def __init__(self, every_s: float = 0.1):
+        self.every_s, self.last, self.base, self.names = every_s, {}, {}, {}
+        self._stop = threading.Event()
+
+    def _sample(self) -> dict[tuple[int, float], float]:
+        me = psutil.Process()
+        seen = {}
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                key = (proc.pid, proc.create_time())
+                seen[key] = t.user + t.system
+                name = proc.name()
+                if name != "ray::IDLE":  # an actor's name appears once its class is loaded
+                    self.names[key] = name.split(".")[0]
+            except psutil.Error:
+                continue
+        return seen
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.last.update(self._sample())
+
+    def __enter__(self) -> TreeCPU:
+        self.base = self._sample()
+        self.last = dict(self.base)
+        self._children0 = psutil.Process().cpu_times()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(self._sample())
+        t0, t1 = self._children0, psutil.Process().cpu_times()  # the driver's own reaped subprocesses
+        reaped = t1.children_user + t1.children_system - t0.children_user - t0.children_system
+        used = {k: v - self.base.get(k, 0.0) for k, v in self.last.items()}
+        self.seconds = sum(used.values()) + reaped
+        self.by_name: dict[str, float] = {}
+        for key, seconds in used.items():
+            name = "driver" if key[0] == os.getpid() else self.names.get(key, "ray::IDLE")
+            self.by_name[name] = self.by_name.get(name, 0.0) + seconds
 
 
 def own_cpu_seconds() -> float:
@@ -127,16 +172,22 @@ def decode_cpu(paths: list[str]) -> tuple[float, float]:
 def warm_curate(inputs: Path, out: Path, config: CurateConfig) -> tuple[dict, float, float]:
     """The pipeline on an already started local Ray: (summary, wall s, CPU-s of driver + Ray tree)."""
     init_ray(None)
-    cpu0, start = tree_cpu_seconds(), time.perf_counter()
-    summary = Curation(str(inputs), out, config, progress=False).run()
-    return summary, time.perf_counter() - start, tree_cpu_seconds() - cpu0
+    machine0 = machine_cpu_seconds()
+    with TreeCPU() as cpu:
+        start = time.perf_counter()
+        summary = Curation(str(inputs), out, config, progress=False).run()
+        wall = time.perf_counter() - start
+    summary["machine_cpu_s"] = machine_cpu_seconds() - machine0
+    summary["cpu_by_process"] = {k: round(v, 1) for k, v in sorted(cpu.by_name.items(), key=lambda kv: -kv[1])
+                                 if v >= 0.05}
+    return summary, wall, cpu.seconds
 
 
 def idle_ray_cpu_per_s(seconds: float = 5.0) -> float:
     init_ray(None)
-    cpu0 = tree_cpu_seconds()
-    time.sleep(seconds)
-    return (tree_cpu_seconds() - cpu0) / seconds
+    with TreeCPU() as cpu:
+        time.sleep(seconds)
+    return cpu.seconds / seconds
 
 
 def cluster_wall(inputs: Path, out: Path, config: CurateConfig, nodes: int, node_cpus: int) -> float:
@@ -171,6 +222,18 @@ def select_inputs(inputs: Path, work: Path, min_short_side: int) -> Path:
     return chosen
 
 
+def print_scaling(nodes: list[int], walls: dict[int, float], node_cpus: int) -> None:
+    """Measured wall times against two ideals: on this machine (the same actors share the same physical
+    cores at every cluster size: flat at T1) and on real nodes that each bring their cores (T1 x n1 / n)."""
+    cores = os.cpu_count() or 1
+    t1 = walls[nodes[0]]
+    print(f"B. local cluster on this machine (head 0 CPUs, worker nodes of {node_cpus} CPU each, {cores} physical "
+          "cores shared by all nodes)")
+    print("   nodes   wall s   ideal here   ideal on real nodes   wall / ideal here")
+    for n in nodes:
+        print(f"   {n:5d}  {walls[n]:7.2f}  {t1:11.2f}  {t1 * nodes[0] / n:20.2f}  {walls[n] / t1:18.2f}", flush=True)
+
+
 def ray_start_stop() -> float:
     start = time.perf_counter()
     init_ray(None)
@@ -199,10 +262,11 @@ def our_shot_stage(paths: list[str], config: CurateConfig) -> float:
 
 
 def scenedetect_cli(paths: list[str], out: Path) -> float:
-    cli = shutil.which("scenedetect") or str(Path(sys.executable).parent / "scenedetect")
+    found = shutil.which("scenedetect") or str(Path(sys.executable).parent / "scenedetect")
+    cli = [found] if Path(found).exists() else [sys.executable, "-m", "scenedetect"]
     start = time.perf_counter()
     for path in paths:
-        subprocess.run([cli, "-q", "-i", path, "-o", str(out), "detect-adaptive"], check=True,
+        subprocess.run([*cli, "-q", "-i", path, "-o", str(out), "detect-adaptive"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -216,6 +280,7 @@ def main() -> None:
     parser.add_argument("--min-short-side", type=int, default=0, help="only inputs at least this tall (720: 720p+)")
     parser.add_argument("--nodes", default="1,2,4", help="worker nodes of the local clusters (B)")
     parser.add_argument("--node-cpus", type=int, default=1, help="CPUs of each worker node (B)")
+    parser.add_argument("--parts", default="ABC", help="A: warm CPU ratio, B: cluster scaling, C: earlier ratios")
     parser.add_argument("--set", action="append", default=[], help="config key=value for every pipeline run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vidmill-bench-"))
@@ -238,24 +303,23 @@ def main() -> None:
     warm, warm_wall, warm_cpu = warm_curate(inputs, work / "out-warm", config)
     ray.shutdown()
     print(f"A. plain decode: {decode_wall:.2f} s wall, {decode_cpu_s:.2f} CPU-s (median of {len(decode_runs)})")
-    print(f"   full pipeline on warm local Ray: {warm_wall:.2f} s wall, {warm_cpu:.2f} CPU-s (driver + Ray tree)")
+    print(f"   full pipeline on warm local Ray: {warm_wall:.2f} s wall, {warm_cpu:.2f} CPU-s (driver + Ray tree; "
+          f"machine-wide {warm['machine_cpu_s']:.1f} CPU-s, other users included)")
     print(f"   CPU ratio pipeline / decode: {warm_cpu / decode_cpu_s:5.2f}   (target <= 2.0); of which Ray idle "
           f"background {idle_cpu:.2f} CPU-s/s x {warm_wall:.1f} s = {idle_cpu * warm_wall:.1f} CPU-s", flush=True)
     busy = {name: round(stage["busy_s"], 1) for name, stage in warm["stages"].items() if stage["busy_s"]}
     print(f"   stage busy seconds: {busy}", flush=True)
+    print(f"   CPU-s by process: {warm['cpu_by_process']}", flush=True)
+    if "B" not in args.parts and "C" not in args.parts:
+        return
 
     # B: local clusters of 1, 2, 4 worker nodes
-    nodes = [int(n) for n in args.nodes.split(",")]
+    nodes = [] if "B" not in args.parts else [int(n) for n in args.nodes.split(",")]
     walls = {n: cluster_wall(inputs, work / f"out-cluster-{n}", config, n, args.node_cpus) for n in nodes}
-    cores = os.cpu_count() or 1
-    base = walls[nodes[0]] * min(nodes[0] * args.node_cpus, cores)
-    print(f"B. local cluster (head 0 CPUs, worker nodes of {args.node_cpus} CPU, {cores} physical cores)")
-    print("   nodes  wall s   ideal s  speed-up  ideal speed-up")
-    for n in nodes:
-        ideal = base / min(n * args.node_cpus, cores)
-        print(f"   {n:5d}  {walls[n]:7.2f}  {ideal:7.2f}  {walls[nodes[0]] / walls[n]:8.2f}  "
-              f"{walls[nodes[0]] / ideal:14.2f}", flush=True)
-
+    if nodes:
+        print_scaling(nodes, walls, args.node_cpus)
+    if "C" not in args.parts:
+        return
     decode_s = decode_wall
     summary, cpu_s = curate(inputs, work / "out", config)
     pipeline_s = summary["wall_s"]

@@ -145,7 +145,8 @@ class Curation:
             if eligible:
                 rescore[ref.input_id] = (result, frozenset(c.clip_id for c in eligible))
         if rescore:
-            AnalyseAndScore(self.config, self.runner, self.scorers, self.finished, self.passing, self.transcoded,
+            expensive = [s for s in self.scorers if s.expensive]  # no pools for the cheap scorers
+            AnalyseAndScore(self.config, self.runner, expensive, self.finished, self.passing, self.transcoded,
                             self.progress).run([r for r in refs if r.input_id in rescore], rescore)
         self.runner.stats.setdefault("rescore", StageStats()).add(
             {"inputs": len(rescore), "clips": sum(len(only) for _, only in rescore.values())})
