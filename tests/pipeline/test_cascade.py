@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.curate import Curation
 from vidmill.pipeline.executor.runner import init_ray
+from vidmill.pipeline.output.report import format_summary
 
 EXPENSIVE = ("ocr_status", "aesthetic_status")
 
@@ -62,6 +64,9 @@ def test_on_records_skipped_statuses_with_the_reason(curated: Path, cascaded: Pa
     assert cheap_pass and all(r["ocr_status"] == "scored" for r in cheap_pass)
     off = rows(curated)  # the scores the cascade did compute equal the full run's
     assert all(r["text_area_max"] == off[r["clip_id"]]["text_area_max"] for r in cheap_pass)
+    printed = format_summary(json.loads((cascaded / "run.json").read_text()))
+    n_skipped = sum((r["ocr_status"] or "").startswith("not_scored: skipped: ") for r in on.values())
+    assert f"ocr: skipped for {n_skipped} clips that a cheaper filter rejects" in printed
 
 
 def test_threshold_only_rerun_scores_newly_eligible_clips(samples: Path, curated: Path, cascaded: Path,
