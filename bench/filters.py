@@ -26,6 +26,7 @@ from curate import make_inputs  # noqa: E402
 
 from vidmill.pipeline.analysis.analyze import AnalyzeInput, FrameTaps  # noqa: E402
 from vidmill.pipeline.analysis.decode import VideoReader, scaled_to  # noqa: E402
+from vidmill.pipeline.cascade import cheap_rejections, split_scorers  # noqa: E402
 from vidmill.pipeline.config import load_config  # noqa: E402
 from vidmill.pipeline.curate import scorer_classes  # noqa: E402
 from vidmill.pipeline.scoring.base import ScoreBatch  # noqa: E402
@@ -47,6 +48,21 @@ def own_decode(path: str, start: float, end: float, fps: float, short_side: int)
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def cascade_cost(config, scorers, analyses, rows, per_stage_cpu) -> None:
+    """scoring.cascade: the expensive scorers again, on only the clips the cheap ones do not reject."""
+    cheap, expensive = split_scorers([type(s) for s in scorers])
+    eligible = frozenset(c for c, row in rows.items() if not cheap_rejections(row, cheap, config.thresholds))
+    batches = [b for a in analyses if a.input.status == "ok"
+               for b in score_batches(a, config.scoring.clips_per_task, eligible)]
+    print(f"cascade: {len(eligible)} of {len(rows)} clips pass quality + motion and reach the expensive scorers")
+    for scorer in (s for s in scorers if type(s) in expensive):
+        cpu0 = cpu_seconds()
+        for batch in batches:
+            scorer.process(batch)
+        cpu = cpu_seconds() - cpu0
+        print(f"  {scorer.name:<10} {per_stage_cpu[scorer.name]:8.2f} CPU-s off -> {cpu:8.2f} CPU-s with the cascade")
 
 
 def main() -> None:
@@ -74,11 +90,12 @@ def main() -> None:
                for b in score_batches(a, config.scoring.clips_per_task)]
     n_clips = sum(len(b.clips) for b in batches)
     n_frames = sum(len(b.taps.between(c.start_s, c.end_s)) for b in batches for c in b.clips)
-    per_stage, per_stage_cpu = {}, {}
+    per_stage, per_stage_cpu, rows = {}, {}, {}
     for scorer in scorers:
         start, cpu0 = time.perf_counter(), cpu_seconds()
         for batch in batches:
-            scorer.process(batch)
+            for clip_id, columns in scorer.process(batch).items():
+                rows.setdefault(clip_id, {}).update(columns)
         per_stage[scorer.name] = time.perf_counter() - start
         per_stage_cpu[scorer.name] = cpu_seconds() - cpu0
     shared_s = decode_s + sum(per_stage.values())
@@ -88,6 +105,7 @@ def main() -> None:
         print(f"  {name:<10} {seconds:8.2f} s  {per_stage_cpu[name]:8.2f} CPU-s  {n_clips / seconds:8.1f} clips/s  "
               f"{n_frames / seconds:8.1f} frames/s")
     print(f"shared total                        {shared_s:8.2f} s")
+    cascade_cost(config, scorers, analyses, rows, per_stage_cpu)
     if args.no_baseline:
         return
 

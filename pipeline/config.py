@@ -143,6 +143,7 @@ class ScoringConfig(_WithFilterSections):
     ocr: OcrScoring = field(default_factory=OcrScoring)
     aesthetic: AestheticScoring = field(default_factory=AestheticScoring)
     clips_per_task: int = 4  # small batches let every scorer actor work on one long input at once
+    cascade: bool = False  # OCR + aesthetic skip clips that quality / motion already reject (docs/cascade.md)
 
 
 @dataclass
@@ -265,6 +266,7 @@ class CurateConfig:
 LEGACY: dict[str, tuple[Any, tuple[str, ...]]] = {
     "transcode.audio": ("drop", ()),
     "shots.frame_scaling": ("fast", ()),
+    "scoring.cascade": (False, ()),
     "scoring.ocr.detail_short_side": (0, ("scoring.ocr.detail_line_min", "scoring.ocr.detail_read_max")),
 }
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from vidmill.pipeline.analysis.analyze import error_result
 from vidmill.pipeline.captions.stage import CaptionClips, CaptionItem
+from vidmill.pipeline.cascade import newly_eligible
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.decide import filter_reasons
 from vidmill.pipeline.dedup import mark_duplicates
@@ -82,6 +83,7 @@ class Curation:
         todo = self.resume(refs)
         if todo:
             self.analyse_and_score(todo)
+        self.score_newly_eligible(refs)
         results = [self.results.get(ref.input_id) or error_result(ref, "not processed") for ref in refs]
         clips = [clip for result in results for clip in result.clips]
         self.phase(f"decide + dedup: {len(clips)} candidate clips")
@@ -149,6 +151,24 @@ class Curation:
     def analyse_and_score(self, todo: list[InputRef]) -> None:
         AnalyseAndScore(self.config, self.runner, self.scorers, self.finished, self.passing, self.transcoded,
                         self.progress).run(todo)
+
+    def score_newly_eligible(self, refs: list[InputRef]) -> None:
+        """Cascade follow-up pass: clips whose expensive scores were skipped but that pass the cheap
+        thresholds now (a threshold-only re-run that loosened one) are scored before decide."""
+        if not self.config.scoring.cascade:
+            return
+        rescore = {}
+        for ref in refs:
+            result = self.results.get(ref.input_id)
+            eligible = newly_eligible(result.clips, self.scorers, self.config.thresholds) if result else []
+            if eligible:
+                rescore[ref.input_id] = (result, frozenset(c.clip_id for c in eligible))
+        if rescore:
+            expensive = [s for s in self.scorers if s.expensive]  # no pools for the cheap scorers
+            AnalyseAndScore(self.config, self.runner, expensive, self.finished, self.passing, self.transcoded,
+                            self.progress).run([r for r in refs if r.input_id in rescore], rescore)
+        self.runner.stats.setdefault("rescore", StageStats()).add(
+            {"inputs": len(rescore), "clips": sum(len(only) for _, only in rescore.values())})
 
     def finished(self, result: InputResult, retryable: bool) -> None:
         """An input analysed and scored: its marker is written, unless a worker died (then it is reported

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from vidmill.pipeline.analysis.analyze import AnalyzeInput, InputRange, RangeAnalysis
 from vidmill.pipeline.analysis.spans import ClipSpan
+from vidmill.pipeline.cascade import cheap_rejections, skipped_status, split_scorers
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.executor.actor_pool import ActorPool, Done
 from vidmill.pipeline.executor.runner import StageRunner
@@ -33,11 +34,15 @@ class _Input:
     result: InputResult | None = None
     batches_left: int = 0
     retryable: bool = False
+    stored: InputResult | None = None  # follow-up pass: the stored result whose `only` clips are scored now
+    only: frozenset[str] | None = None
+    cheap_done: bool = False  # cascade: the cheap scorers are back, the expensive ones were sent
 
 
-def score_batches(result: InputResult, size: int) -> list[ScoreBatch]:
-    """Clips long enough to score, in batches, each with only the frame taps inside its spans."""
-    spans = [ClipSpan(c.clip_id, c.start_s, c.end_s) for c in result.clips if "too_short" not in c.reject_reasons]
+def score_batches(result: InputResult, size: int, only: frozenset[str] | None = None) -> list[ScoreBatch]:
+    """Clips long enough to score (of `only`, when given), in batches, each with only the taps inside its spans."""
+    spans = [ClipSpan(c.clip_id, c.start_s, c.end_s) for c in result.clips
+             if "too_short" not in c.reject_reasons and (only is None or c.clip_id in only)]
     batches = []
     for i in range(0, len(spans), size):
         part = tuple(spans[i:i + size])
@@ -59,13 +64,22 @@ class AnalyseAndScore:
         self.scoring = [runner.pool(cls, config, resources=cls.resources(config),
                                     timeout_s=config.decode.input_timeout_s) for cls in scorers]
         self.status_column = {cls.name: cls.status_column for cls in scorers}
+        expensive = {cls.name for cls in scorers if cls.expensive} if config.scoring.cascade else set()
+        self.first = [p for p in self.scoring if p.name not in expensive]  # all pools when the cascade is off
+        self.second = [p for p in self.scoring if p.name in expensive]
+        self.cheap, _ = split_scorers(scorers)
         self.transcode = runner.pool(TranscodeClips, config, resources=config.ray.transcode,
                                      timeout_s=config.decode.input_timeout_s)
         self.assembler = AnalyzeInput(config)
         self.inputs: dict[str, _Input] = {}
 
-    def run(self, todo: list[InputRef]) -> None:
-        self.bar = tqdm(total=len(todo), desc="analyse + score", unit="video", disable=not self.progress)
+    def run(self, todo: list[InputRef], rescore: dict[str, tuple[InputResult, frozenset[str]]] | None = None) -> None:
+        """Analyse and score `todo`. `rescore` (follow-up pass, input_id -> stored result and clip ids):
+        those inputs are decoded again for their taps, and only the expensive scorers score those clips."""
+        for input_id, (stored, only) in (rescore or {}).items():
+            self.inputs[input_id] = _Input(stored=stored, only=only)
+        self.bar = tqdm(total=len(todo), desc="rescore" if rescore else "analyse + score", unit="video",
+                        disable=not self.progress)
         handlers: dict[ActorPool, Callable[[Done], None]] = {self.analyze: self.analysed,
                                                              self.transcode: self.transcoded}
         handlers.update({pool: partial(self.scored, pool.name) for pool in self.scoring})
@@ -86,11 +100,46 @@ class AnalyseAndScore:
             return
         state.result = self.assembler.assemble(done.item.ref, state.ranges)
         state.ranges = []
-        for batch in score_batches(state.result, self.config.scoring.clips_per_task):
-            for pool in self.scoring:
-                pool.submit(done.tag, batch)
-                state.batches_left += 1
+        if state.stored is not None:
+            self._rescore(done.tag, state)
+        else:
+            self._submit(done.tag, state, self.first, score_batches(state.result, self.config.scoring.clips_per_task))
         self._maybe_done(done.tag)
+
+    def _submit(self, tag: str, state: _Input, pools: list[ActorPool], batches: list[ScoreBatch]) -> None:
+        for batch in batches:
+            for pool in pools:
+                pool.submit(tag, batch)
+                state.batches_left += 1
+
+    def _rescore(self, tag: str, state: _Input) -> None:
+        """Follow-up pass: the stored result keeps its clips and cheap scores; the new decode gives the taps."""
+        fresh, state.result = state.result, state.stored
+        state.cheap_done = True
+        if fresh.input.status == "error":  # the input cannot be read again: those clips are not kept
+            failed = str(ScoreStatus.error(f"rescore: {fresh.input.error}"))
+            for clip in state.result.clips:
+                if clip.clip_id in state.only:
+                    clip.scores.update({self.status_column[p.name]: failed for p in self.second})
+            state.retryable = True
+            return
+        state.result.taps = fresh.taps
+        self._submit(tag, state, self.second,
+                     score_batches(state.result, self.config.scoring.clips_per_task, state.only))
+
+    def _cascade(self, tag: str, state: _Input) -> None:
+        """The cheap scorers are back: expensive ones skip the clips they reject and score the rest."""
+        state.cheap_done = True
+        if not self.second:
+            return
+        th, skip = self.config.thresholds, {}
+        for clip in state.result.clips:
+            rejections = cheap_rejections(clip.scores, self.cheap, th)
+            if rejections and "too_short" not in clip.reject_reasons:
+                skip[clip.clip_id] = skipped_status(rejections)
+                clip.scores.update({self.status_column[p.name]: skip[clip.clip_id] for p in self.second})
+        eligible = frozenset(c.clip_id for c in state.result.clips if c.clip_id not in skip)
+        self._submit(tag, state, self.second, score_batches(state.result, self.config.scoring.clips_per_task, eligible))
 
     def scored(self, name: str, done: Done) -> None:
         """One scorer's columns for a batch of an input's clips (an error status for each when it failed)."""
@@ -106,6 +155,8 @@ class AnalyseAndScore:
 
     def _maybe_done(self, tag: str) -> None:
         state = self.inputs[tag]
+        if not state.batches_left and not state.cheap_done and state.result.input.status != "error":
+            self._cascade(tag, state)
         if state.batches_left:
             return
         del self.inputs[tag]

@@ -104,8 +104,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     if c.get("excluded_output_files"):
         lines.append(f"  skipped  {c['excluded_output_files']} files under OUTPUT (inside INPUT)")
     for stage, statuses in c["not_scored"].items():
+        skipped = sum(n for status, n in statuses.items() if status.startswith("not_scored: skipped: "))
+        if skipped:  # the cascade: one line, the reasons are in the status column
+            lines.append(f"  {stage}: skipped for {skipped} clips that a cheaper filter rejects (scoring.cascade)")
         for status, n in statuses.items():
-            lines.append(f"  {stage}: {status} for {n} clips; no {stage} threshold applied")
+            if not status.startswith("not_scored: skipped: "):
+                lines.append(f"  {stage}: {status} for {n} clips; no {stage} threshold applied")
     t = summary["throughput"]
     lines.append(f"  wall     {summary['wall_s']:.1f}s, {c['video_seconds']:.1f} video-s "
                  f"({t['video_s_per_s']:.2f} video-s/s, {t['clips_per_s']:.2f} kept clips/s)")

@@ -53,6 +53,7 @@ class AestheticScorer(ClipScorer):
     columns = {"aesthetic_mean": pa.float64(), "aesthetic_min": pa.float64(), "aesthetic_status": pa.string()}
     gives = (LOW_AESTHETIC,)
     manifest_order = 40
+    expensive = True
 
     @classmethod
     def reasons(cls, row: Mapping[str, Any], th: Thresholds) -> list[str]:

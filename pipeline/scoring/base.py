@@ -45,6 +45,7 @@ class ClipScorer(Stage):
     thresholds: ClassVar[type | None] = None  # its `thresholds.<name>` section, for a filter outside config.py
     resources_key = ""  # which config.ray entry sizes its pool; default: its name, else a small pool
     manifest_order = 100  # where its columns stand among the scorers' in the manifest
+    expensive = False  # scoring.cascade: scores only clips that no cheap scorer rejects (pipeline/cascade.py)
 
     def __init__(self, config):
         super().__init__(self.resources(config))

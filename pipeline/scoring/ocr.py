@@ -92,6 +92,7 @@ class TextScorer(ClipScorer):
                "ocr_status": pa.string()}
     gives = (TOO_MUCH_TEXT, TEXT_OVERLAY)
     manifest_order = 30
+    expensive = True
 
     @classmethod
     def reasons(cls, row: Mapping[str, Any], th: Thresholds) -> list[str]:
