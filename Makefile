@@ -21,6 +21,13 @@ demo: $(STAMP)
 	$(BIN)/vidmill samples demo-samples
 	$(BIN)/vidmill curate demo-samples demo-out
 	$(BIN)/vidmill dashboard demo-out --export demo-out/report.html
+	$(BIN)/vidmill train --data demo-out --config configs/train-tiny.yaml --out demo-run --no-progress
+	$(BIN)/python -c "import glob, tarfile; t = tarfile.open(sorted(glob.glob('demo-out/shards/*.tar'))[0]); \
+	m = next(x for x in t.getmembers() if x.name.endswith('.mp4')); \
+	open('demo-out/first-clip.mp4', 'wb').write(t.extractfile(m).read())"
+	$(BIN)/vidmill generate --checkpoint demo-run --image demo-out/first-clip.mp4 --prompt "a short clip" \
+		--seconds 2 --out demo-out/generated.mp4
+	@echo "dashboard report: demo-out/report.html; generated video: demo-out/generated.mp4"
 	@echo "serve the dashboard: $(BIN)/vidmill dashboard demo-out   (then open http://127.0.0.1:8765/)"
 
 test: $(STAMP)
@@ -32,6 +39,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/curate.py
+	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/eval.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
-	rm -rf demo-samples demo-out bench-out
+	rm -rf demo-samples demo-out demo-run bench-out
