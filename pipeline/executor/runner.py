@@ -10,6 +10,7 @@ pools' (actor_pool.py); counts, busy time, errors, timeouts and worker deaths ar
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -70,36 +71,38 @@ class StageRunner:
             stats.errors += 1
 
 
-def _packs(sizes: list[float], capacities: list[float]) -> bool:
-    """First-fit decreasing: can actors of these CPU sizes all be placed on nodes of these capacities?"""
-    free = sorted(capacities, reverse=True)
-    for size in sorted(sizes, reverse=True):
-        for i, room in enumerate(free):
-            if size <= room + 1e-9:
-                free[i] = room - size
-                break
-        else:
-            return False
-    return True
+def always_placeable(sizes: list[float], capacities: list[float]) -> bool:
+    """Do actors of these CPU sizes fit whatever node Ray puts each one on?
+
+    Ray does not pack optimally, so an exact fit can still strand the last actor (every node left with
+    less room than it needs). If an actor of size x cannot be placed, every node has less than x free, so
+    sum(sizes) - x > sum(capacities) - n * x; hence sum(sizes) <= sum(capacities) - (n - 1) * max(sizes)
+    guarantees a place for every actor (on one node: sum(sizes) <= capacity).
+    """
+    if not sizes:
+        return True
+    biggest = max(sizes)
+    return biggest <= min(capacities) + 1e-9 and \
+        sum(sizes) <= sum(capacities) - (len(capacities) - 1) * biggest + 1e-9
 
 
 def fit_to_cluster(pools: list[ActorPool]) -> None:
-    """Shrink CPU reservations when the pools' actors cannot all be placed on the cluster's nodes.
+    """Shrink CPU reservations when the pools' actors might not all be placed on the cluster's nodes.
 
-    Pools keep idle actors alive, so an actor that fits nowhere (too few CPUs in total, or spread
-    over nodes so no node has room) would wait forever: a deadlock. Then every actor reserves
-    `smallest node / number of actors`, which fits wherever Ray puts them. Real CPU use is not capped.
+    Pools keep idle actors alive, so an actor that finds no room would wait forever: a deadlock. Then
+    every actor reserves the same share s, the largest with N * s <= sum(capacities) - (n - 1) * s (and at
+    most the smallest node), which `always_placeable` accepts. Real CPU use is not capped.
     """
     sizes = [p.resources.num_cpus for p in pools for _ in range(p.resources.concurrency)]
     capacities = [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
     capacities = [c for c in capacities if c > 0]
-    if not capacities or _packs(sizes, capacities):
+    if not capacities or always_placeable(sizes, capacities):
         return
-    share = round(min(capacities) / len(sizes), 4)
+    share = math.floor(min(min(capacities), sum(capacities) / (len(sizes) + len(capacities) - 1)) * 1e4) / 1e4
     for pool in pools:
         pool.reserve(replace(pool.resources, num_cpus=min(pool.resources.num_cpus, share)))
-    print(f"vidmill: {len(sizes)} stage actors asking for {sum(sizes):.2f} CPUs do not fit on nodes with "
-          f"{capacities} CPUs: each reserves {share} CPU instead", flush=True)
+    print(f"vidmill: {len(sizes)} stage actors asking for {sum(sizes):.2f} CPUs might not all find room on nodes "
+          f"with {capacities} CPUs: each reserves {share} CPU instead", flush=True)
 
 
 def init_ray(address: str | None) -> None:

@@ -8,7 +8,7 @@ from ray import cloudpickle
 
 from vidmill.pipeline.config import StageResources
 from vidmill.pipeline.executor.actor_pool import ActorPool
-from vidmill.pipeline.executor.runner import StageRunner, _packs
+from vidmill.pipeline.executor.runner import StageRunner, always_placeable
 from vidmill.pipeline.outcomes import FailureKind
 from vidmill.pipeline.stage import Stage
 
@@ -84,8 +84,11 @@ def test_input_deadline_grows_with_file_size():
     assert cfg.input_deadline_s(0) == 600.0 and cfg.input_deadline_s(4_000_000_000) == 3000.0
 
 
-def test_packing_check_sees_fragmentation_across_nodes():
-    assert _packs([0.5, 0.5, 0.25, 0.25], [1.0, 1.0])
-    assert not _packs([0.6, 0.6, 0.6], [1.0, 1.0])  # 1.8 CPUs in total, yet the third actor fits nowhere
-    assert not _packs([2 / 9] * 9, [1.0, 1.0])  # 4 + 4 per node, the ninth nowhere
-    assert _packs([1 / 9] * 9, [1.0])  # the fallback share: smallest node / number of actors
+def test_placement_check_sees_fragmentation_across_nodes():
+    assert not always_placeable([0.6, 0.6, 0.6], [1.0, 1.0])  # 1.8 CPUs in total, yet the third fits nowhere
+    assert not always_placeable([2 / 9] * 9, [1.0, 1.0])  # 4 + 4 per node, the ninth nowhere
+    # an exact fit is not enough: Ray may put 0.25 + 0.25 + 3 x 0.125 on one node and strand the last 0.25
+    assert not always_placeable([0.25] * 6 + [0.125] * 4, [1.0, 1.0])
+    assert always_placeable([0.25] * 6 + [0.125] * 4, [2.0])  # the default pools on one 2-CPU node
+    share = 2.0 / (10 + 2 - 1)  # the fallback share for 10 actors on two 1-CPU nodes
+    assert always_placeable([share] * 10, [1.0, 1.0])
