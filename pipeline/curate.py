@@ -10,7 +10,6 @@ records (records.py); Ray work goes through one StageRunner (executor/runner.py)
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from vidmill.pipeline.analysis.analyze import error_result
-from vidmill.pipeline.captions.stage import CaptionClips, CaptionItem
+from vidmill.pipeline.captions.stage import CaptionClips, CaptionItem, apply_caption
 from vidmill.pipeline.cascade import newly_eligible
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.decide import filter_reasons
@@ -27,9 +26,9 @@ from vidmill.pipeline.dedup import mark_duplicates
 from vidmill.pipeline.executor.actor_pool import Done
 from vidmill.pipeline.executor.runner import StageRunner
 from vidmill.pipeline.lock import OutputLock
-from vidmill.pipeline.outcomes import CAPTION_ERROR, TRANSCODE_ERROR
+from vidmill.pipeline.outcomes import TRANSCODE_ERROR
 from vidmill.pipeline.output.report import format_summary, run_summary, write_run_json
-from vidmill.pipeline.output.workdir import WorkDir, atomic_write
+from vidmill.pipeline.output.workdir import WorkDir, atomic_write, prepare_output
 from vidmill.pipeline.output.writers import write_shards, write_table
 from vidmill.pipeline.records import (
     EMBEDDINGS_SCHEMA,
@@ -40,7 +39,7 @@ from vidmill.pipeline.records import (
     shots_schema,
 )
 from vidmill.pipeline.scoring import registered
-from vidmill.pipeline.sources import InputRef, Listing, same_location, scan_inputs
+from vidmill.pipeline.sources import InputRef, Listing, list_bucket
 from vidmill.pipeline.stage import StageStats
 from vidmill.pipeline.stream import AnalyseAndScore
 from vidmill.pipeline.transcode import TranscodeClips, clip_batches
@@ -108,35 +107,12 @@ class Curation:
 
     # -- steps, in order ----------------------------------------------------------------------
     def check_output(self) -> None:
-        """OUTPUT must be a writable directory that is not INPUT itself (one line each, before any work)."""
-        if "://" in self.output_uri and not self.output_uri.startswith("file://"):
-            raise ValueError(f"OUTPUT {self.output_uri}: object-store outputs are not supported yet; write to a local "
-                             "or shared filesystem path")
-        if same_location(self.input_uri, str(self.output)):
-            raise ValueError(f"OUTPUT {self.output} is INPUT itself: choose another directory (outputs would be "
-                             "listed as inputs on the next run)")
-        if self.output.exists() and not self.output.is_dir():
-            raise ValueError(f"OUTPUT {self.output} is a file, not a directory")
-        try:
-            self.output.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"cannot create OUTPUT {self.output}: {exc.strerror or exc}") from None
-        if not os.access(self.output, os.W_OK | os.X_OK):
-            raise ValueError(f"OUTPUT {self.output} is not writable by this user")
+        prepare_output(self.input_uri, self.output_uri)
 
     def list(self) -> list[InputRef]:
-        """The bucket's inputs (files under OUTPUT left out); an empty bucket is an error that says why."""
+        """The bucket's inputs (files under OUTPUT left out)."""
         self.phase(f"listing {self.input_uri}")
-        try:
-            self.listing = scan_inputs(self.input_uri, self.config.source, str(self.output))
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # missing credentials, unreachable endpoint, denied bucket: one line, no traceback
-            raise ValueError(f"cannot list {self.input_uri}: {type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}") from None
-        if not self.listing.refs:
-            raise ValueError(f"no inputs found under {self.input_uri} with extensions "
-                             f"{', '.join(self.config.source.extensions)}{self.listing.note()}")
+        self.listing = list_bucket(self.input_uri, self.config.source, str(self.output))
         return self.listing.refs
 
     def resume(self, refs: list[InputRef]) -> list[InputRef]:
@@ -281,15 +257,3 @@ class Curation:
         write_table(shots, shots_schema(), self.output / "shots.parquet")
         write_table([c.row() for c in clips], manifest_schema(), self.output / "manifest.parquet")
 
-
-def apply_caption(clip: ClipRecord, result: dict[str, Any]) -> None:
-    caption = result.get("caption")
-    clip.caption = caption["summary"] if caption else None
-    clip.captions_per_second = [s["caption"] for s in caption["seconds"]] if caption else None
-    clip.captioner = result.get("captioner")
-    clip.caption_tokens_in, clip.caption_tokens_out = result.get("tokens_in"), result.get("tokens_out")
-    clip.caption_latency_s = result.get("latency_s")
-    clip.caption_error = None if caption else result.get("error")
-    clip.caption_raw = None if caption else result.get("raw")
-    if not caption:
-        clip.reject(CAPTION_ERROR.name)

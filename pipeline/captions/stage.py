@@ -17,6 +17,8 @@ from vidmill.pipeline.analysis.decode import VideoReader, scaled_to
 from vidmill.pipeline.captions.client import CaptionRequest, OpenAIClient, VLLMServer
 from vidmill.pipeline.captions.prompt import build_prompt, caption_json, signals_caption
 from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.outcomes import CAPTION_ERROR
+from vidmill.pipeline.records import ClipRecord
 from vidmill.pipeline.stage import Stage
 
 
@@ -95,3 +97,17 @@ class CaptionClips(Stage):
     def __del__(self):
         if self.server is not None:
             self.server.stop()
+
+
+def apply_caption(clip: ClipRecord, result: dict[str, Any]) -> None:
+    """A caption result onto its clip record; a clip without a valid caption is rejected (caption_error)."""
+    caption = result.get("caption")
+    clip.caption = caption["summary"] if caption else None
+    clip.captions_per_second = [s["caption"] for s in caption["seconds"]] if caption else None
+    clip.captioner = result.get("captioner")
+    clip.caption_tokens_in, clip.caption_tokens_out = result.get("tokens_in"), result.get("tokens_out")
+    clip.caption_latency_s = result.get("latency_s")
+    clip.caption_error = None if caption else result.get("error")
+    clip.caption_raw = None if caption else result.get("raw")
+    if not caption:
+        clip.reject(CAPTION_ERROR.name)

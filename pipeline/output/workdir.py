@@ -42,6 +42,27 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def prepare_output(input_uri: str, output_uri: str) -> None:
+    """OUTPUT must be a writable local directory that is not INPUT itself (one line each, before any work)."""
+    from vidmill.pipeline.sources import same_location
+
+    if "://" in output_uri and not output_uri.startswith("file://"):
+        raise ValueError(f"OUTPUT {output_uri}: object-store outputs are not supported yet; write to a local "
+                         "or shared filesystem path")
+    output = Path(output_uri.removeprefix("file://"))
+    if same_location(input_uri, str(output)):
+        raise ValueError(f"OUTPUT {output} is INPUT itself: choose another directory (outputs would be "
+                         "listed as inputs on the next run)")
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"OUTPUT {output} is a file, not a directory")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create OUTPUT {output}: {exc.strerror or exc}") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise ValueError(f"OUTPUT {output} is not writable by this user")
+
+
 class WorkDir:
     def __init__(self, output: Path, fingerprint: str):
         self.root = output / "_work"
