@@ -8,13 +8,14 @@ runs on the CPU in float32 at the input's own size: the reference path (no GPU-d
   vbench.weights.clip_vitb32     OpenAI CLIP ViT-B/32 weights, as open_clip `pretrained=<path>`
   vbench.weights.clip_vitl14     OpenAI CLIP ViT-L/14 weights, as open_clip `pretrained=<path>`
   vbench.weights.laion_head      LAION aesthetic linear head 768 -> 1 (`sa_0_4_vit_l_14_linear.pth`)
-  vbench.weights.amt_s           AMT-S checkpoint
+  vbench.weights.amt_s           AMT-S checkpoint (upstream `amt-s.pth`, {"state_dict": ...}; models_amt.py)
   vbench.weights.raft            RAFT (things) as a torchvision `raft_large` state dict (torchvision's C_T_V1 port)
   vbench.weights.musiq           MUSIQ (SPAQ) checkpoint
   vbench.weights.cotracker2      CoTracker2 checkpoint
   vbench.arch.dino_vitb16        timm model name, or a JSON file of timm VisionTransformer kwargs (tests: tiny)
   vbench.arch.clip_vitb32        open_clip model name, or a local JSON architecture config
   vbench.arch.clip_vitl14        open_clip model name, or a local JSON architecture config
+  vbench.arch.amt_s              amt-s (the published AMT-S), or a JSON file of AMTConfig kwargs (tests: tiny)
   vbench.arch.raft               raft_large | raft_small (torchvision)
   vbench.raft_iters              20 (upstream)
 """
@@ -34,7 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "vbench": {
         "weights": {k: None for k in WEIGHT_KEYS},
         "arch": {"dino_vitb16": "vit_base_patch16_224", "clip_vitb32": "ViT-B-32-quickgelu",
-                 "clip_vitl14": "ViT-L-14-quickgelu", "raft": "raft_large"},
+                 "clip_vitl14": "ViT-L-14-quickgelu", "raft": "raft_large",
+                 "amt_s": "amt-s"},
         "raft_iters": 20,
     },
 }

@@ -3,9 +3,9 @@
 Real architectures from packages: DINO ViT-B/16 (timm's VisionTransformer, run with DINO's own forward and
 position-embedding interpolation), CLIP ViT-B/32 and ViT-L/14 (open_clip, QuickGELU as OpenAI's weights
 need), the LAION linear head (768 -> 1), RAFT (torchvision `raft_large`, whose C_T_V1 weights are the
-original raft-things port). DreamSim, AMT-S, MUSIQ and CoTracker2 have no offline-installable package in
-this environment: their dimensions take a callable (`Probes`) and otherwise report
-`not computed: model not available (...)`.
+original raft-things port), AMT-S (hand-written in models_amt.py, upstream `amt-s.pth` keys). DreamSim,
+MUSIQ and CoTracker2 have no offline-installable package in this environment: their dimensions take a callable
+(`Probes`) and otherwise report `not computed: model not available (...)`.
 
 Every builder returns a plain callable on uint8 RGB frames (T, H, W, 3) so the formulas in vbench_i2v.py
 stay model-free.
@@ -30,7 +30,6 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 UNAVAILABLE = {
     "dreamsim": "not computed: model not available (DreamSim: the dreamsim package is not installed offline here)",
-    "amt_s": "not computed: model not available (AMT-S has no package; its architecture is not in this build)",
     "musiq": "not computed: model not available (MUSIQ: pyiqa needs GUI opencv-python, which clobbers cv2 here)",
     "cotracker2": "not computed: model not available (CoTracker2 has no package; its architecture is not in this "
                   "build)",
@@ -171,6 +170,27 @@ def build_laion_head(config: dict[str, Any], dim: int = 768) -> torch.nn.Linear:
     return head.eval()
 
 
+# AMT-S and CoTracker2 (hand-written architectures: models_amt.py, models_cotracker.py) ------------------------
+
+def _arch_kwargs(config: dict[str, Any], key: str, default: str) -> dict[str, Any]:
+    """`vbench.arch.<key>`: the published size (`default`) or a JSON file of constructor kwargs (tests: tiny)."""
+    arch = str(config["vbench"]["arch"][key])
+    if arch == default:
+        return {}
+    if arch.endswith(".json"):
+        return json.loads(Path(arch).read_text())
+    raise ValueError(f"vbench.arch.{key} must be {default} or a JSON file of its config, not {arch}")
+
+
+def build_amt(config: dict[str, Any]):
+    from vidmill.evaluation.models_amt import AMT, AMTConfig
+
+    path = weight_path(config, "amt_s")
+    model = AMT(AMTConfig(**_arch_kwargs(config, "amt_s", "amt-s")))
+    load_into(model, path)
+    return model.eval()
+
+
 # RAFT (torchvision) --------------------------------------------------------------------------------------------
 
 def build_raft(config: dict[str, Any]):
@@ -246,8 +266,12 @@ def build_probes(config: dict[str, Any]) -> Probes:
     raft = attempt("flow", lambda: build_raft(config))
     if raft is not None:
         probes.flow = raft_flow_fn(raft, int(config["vbench"]["raft_iters"]))
-    for key, probe in (("dreamsim", "dreamsim"), ("amt_s", "interpolate"), ("musiq", "musiq"),
-                       ("cotracker2", "tracker")):
+    amt = attempt("interpolate", lambda: build_amt(config))
+    if amt is not None:
+        from vidmill.evaluation.models_amt import interpolator
+
+        probes.interpolate = interpolator(amt)
+    for key, probe in (("dreamsim", "dreamsim"), ("musiq", "musiq"), ("cotracker2", "tracker")):
         try:
             weight_path(config, key)
             reasons[probe] = UNAVAILABLE[key]
