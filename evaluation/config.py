@@ -11,11 +11,12 @@ runs on the CPU in float32 at the input's own size: the reference path (no GPU-d
   vbench.weights.amt_s           AMT-S checkpoint (upstream `amt-s.pth`, {"state_dict": ...}; models_amt.py)
   vbench.weights.raft            RAFT (things) as a torchvision `raft_large` state dict (torchvision's C_T_V1 port)
   vbench.weights.musiq           MUSIQ (SPAQ) checkpoint
-  vbench.weights.cotracker2      CoTracker2 checkpoint
+  vbench.weights.cotracker2      CoTracker2 checkpoint (upstream `cotracker2.pth`, a plain state dict; CC-BY-NC)
   vbench.arch.dino_vitb16        timm model name, or a JSON file of timm VisionTransformer kwargs (tests: tiny)
   vbench.arch.clip_vitb32        open_clip model name, or a local JSON architecture config
   vbench.arch.clip_vitl14        open_clip model name, or a local JSON architecture config
   vbench.arch.amt_s              amt-s (the published AMT-S), or a JSON file of AMTConfig kwargs (tests: tiny)
+  vbench.arch.cotracker2         cotracker2 (the published model), or a JSON file of CoTrackerConfig kwargs (tiny)
   vbench.arch.raft               raft_large | raft_small (torchvision)
   vbench.raft_iters              20 (upstream)
 """
@@ -36,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
         "weights": {k: None for k in WEIGHT_KEYS},
         "arch": {"dino_vitb16": "vit_base_patch16_224", "clip_vitb32": "ViT-B-32-quickgelu",
                  "clip_vitl14": "ViT-L-14-quickgelu", "raft": "raft_large",
-                 "amt_s": "amt-s"},
+                 "amt_s": "amt-s", "cotracker2": "cotracker2"},
         "raft_iters": 20,
     },
 }

@@ -3,9 +3,9 @@
 Real architectures from packages: DINO ViT-B/16 (timm's VisionTransformer, run with DINO's own forward and
 position-embedding interpolation), CLIP ViT-B/32 and ViT-L/14 (open_clip, QuickGELU as OpenAI's weights
 need), the LAION linear head (768 -> 1), RAFT (torchvision `raft_large`, whose C_T_V1 weights are the
-original raft-things port), AMT-S (hand-written in models_amt.py, upstream `amt-s.pth` keys). DreamSim,
-MUSIQ and CoTracker2 have no offline-installable package in this environment: their dimensions take a callable
-(`Probes`) and otherwise report `not computed: model not available (...)`.
+original raft-things port); AMT-S and CoTracker2 are hand-written (models_amt.py, models_cotracker.py) with
+upstream's checkpoint key layouts. DreamSim and MUSIQ have no offline-installable package in this environment:
+their dimensions take a callable (`Probes`) and otherwise report `not computed: model not available (...)`.
 
 Every builder returns a plain callable on uint8 RGB frames (T, H, W, 3) so the formulas in vbench_i2v.py
 stay model-free.
@@ -31,8 +31,6 @@ CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.275
 UNAVAILABLE = {
     "dreamsim": "not computed: model not available (DreamSim: the dreamsim package is not installed offline here)",
     "musiq": "not computed: model not available (MUSIQ: pyiqa needs GUI opencv-python, which clobbers cv2 here)",
-    "cotracker2": "not computed: model not available (CoTracker2 has no package; its architecture is not in this "
-                  "build)",
 }
 BATCH = 16
 
@@ -191,6 +189,15 @@ def build_amt(config: dict[str, Any]):
     return model.eval()
 
 
+def build_cotracker(config: dict[str, Any]):
+    from vidmill.evaluation.models_cotracker import CoTracker2, CoTrackerConfig
+
+    path = weight_path(config, "cotracker2")
+    model = CoTracker2(CoTrackerConfig(**_arch_kwargs(config, "cotracker2", "cotracker2")))
+    load_into(model, path)
+    return model.eval()
+
+
 # RAFT (torchvision) --------------------------------------------------------------------------------------------
 
 def build_raft(config: dict[str, Any]):
@@ -271,7 +278,12 @@ def build_probes(config: dict[str, Any]) -> Probes:
         from vidmill.evaluation.models_amt import interpolator
 
         probes.interpolate = interpolator(amt)
-    for key, probe in (("dreamsim", "dreamsim"), ("musiq", "musiq"), ("cotracker2", "tracker")):
+    cotracker = attempt("tracker", lambda: build_cotracker(config))
+    if cotracker is not None:
+        from vidmill.evaluation.models_cotracker import tracker
+
+        probes.tracker = tracker(cotracker)
+    for key, probe in (("dreamsim", "dreamsim"), ("musiq", "musiq")):
         try:
             weight_path(config, key)
             reasons[probe] = UNAVAILABLE[key]
