@@ -21,6 +21,8 @@ import torch
 pytest.importorskip("dreamsim")
 pytest.importorskip("peft")
 
+from dreamsim.feature_extraction.vision_transformer import vit_base as package_vit_base  # noqa: E402  (before patches)
+
 from vidmill.evaluation.config import load_eval_config  # noqa: E402
 from vidmill.evaluation.video_io import write_video  # noqa: E402
 
@@ -244,3 +246,14 @@ def test_runner_reports_the_reason_without_dreamsim_weights(tmp_path):
     assert doc["dimensions"]["i2v_background"] == {
         "status": f"not computed: no weights (vbench.weights.dreamsim: {tmp_path / 'nothing'} not found)",
         "score": None}
+
+
+def test_one_dino_file_fits_both_dreamsim_and_subject_consistency():
+    """DreamSim's DINO is torch.hub's `vit_base(patch_size=16, num_classes=0)`; VBench's DINO (vbench_models) is timm's
+    ViT-B/16 loading the same `dino_vitbase16_pretrain.pth`: same keys and shapes, so either config key can serve."""
+    import timm
+
+    hub = package_vit_base(patch_size=16, num_classes=0).state_dict()  # DINO's init reads .item(): not on meta
+    with torch.device("meta"):
+        ours = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).state_dict()
+    assert {k: v.shape for k, v in hub.items()} == {k: v.shape for k, v in ours.items()}
