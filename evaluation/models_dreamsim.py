@@ -92,7 +92,9 @@ def offline_dreamsim(backbone: Path) -> Iterator[None]:
         return package_create(model_type, load_dir)
 
     def check_files(cache_dir: str, dreamsim_type: str) -> None:
-        missing = missing_files(Path(cache_dir)) if dreamsim_type == "ensemble" else [f"type {dreamsim_type}"]
+        if dreamsim_type != "ensemble":
+            raise ValueError(f"DreamSim type {dreamsim_type}: only upstream's ensemble is supported offline")
+        missing = missing_files(Path(cache_dir))
         if missing:
             raise WeightsMissing(f"not computed: no weights (vbench.weights.dreamsim: {cache_dir} lacks "
                                  f"{', '.join(missing)})")

@@ -142,3 +142,18 @@ def test_checkpoint_of_another_shape_is_an_error(tiny_musiq):
     config = load_eval_config(None, [f"vbench.weights.musiq={tiny_musiq['path']}"])  # tiny file, full-size arch
     with pytest.raises((ValueError, RuntimeError)):
         build_musiq(config)
+
+
+def test_cli_imaging_quality_from_set_keys(tiny_musiq, tmp_path):
+    from vidmill.cli import main
+
+    gradient_video(tmp_path / "v" / "x.mp4", 2, 48, 64)
+    out = tmp_path / "r.json"
+    arch = tiny_musiq["config"]["vbench"]["arch"]["musiq"]
+    assert main(["eval", "vbench", "--videos", str(tmp_path / "v"), "--out", str(out),
+                 "--set", f"vbench.weights.musiq={tiny_musiq['path']}", "--set", f"vbench.arch.musiq={arch}"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["dimensions"]["imaging_quality"]["status"] == "ok"
+    assert doc["totals"]["quality"]["includes"] == ["imaging_quality"]
+    assert doc["dimensions"]["i2v_background"]["status"] == (
+        "not computed: no weights (vbench.weights.dreamsim is not set)")
