@@ -163,6 +163,7 @@ def test_missing_files_are_reported_never_downloaded(tiny_dreamsim, tmp_path, mo
     assert build_dreamsim(fallback) is not None
 
 
+@pytest.mark.filterwarnings("ignore:Unexpected keyword arguments")
 def test_upstream_zip_format_bin_adapter_and_older_config(tiny_dreamsim, tmp_path):
     """The published zip may carry adapter_model.bin and an adapter_config.json from an older peft."""
     import shutil
@@ -179,7 +180,8 @@ def test_upstream_zip_format_bin_adapter_and_older_config(tiny_dreamsim, tmp_pat
     cfg = json.loads((lora / "adapter_config.json").read_text())
     keep = ("peft_type", "r", "lora_alpha", "lora_dropout", "bias", "target_modules", "fan_in_fan_out",
             "inference_mode", "init_lora_weights", "modules_to_save", "base_model_name_or_path", "task_type")
-    (lora / "adapter_config.json").write_text(json.dumps({k: cfg[k] for k in keep if k in cfg}))
+    old_keys = {"enable_lora": None, "merge_weights": False}  # fields of early peft releases, ignored by newer ones
+    (lora / "adapter_config.json").write_text(json.dumps({k: cfg[k] for k in keep if k in cfg} | old_keys))
     x = torch.rand(2, 3, 224, 224)
     model = build_dreamsim(load_eval_config(None, [f"vbench.weights.dreamsim={root}"]))
     assert torch.allclose(dreamsim_embed_fn(model)(x), reference_embed(tiny_dreamsim["root"], x), atol=1e-5)
