@@ -259,3 +259,14 @@ def test_one_dino_file_fits_both_dreamsim_and_subject_consistency():
     with torch.device("meta"):
         ours = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).state_dict()
     assert {k: v.shape for k, v in hub.items()} == {k: v.shape for k, v in ours.items()}
+
+
+def test_without_the_dreamsim_package_the_reason_says_so(tiny_dreamsim, monkeypatch):
+    import sys
+
+    from vidmill.evaluation.models_dreamsim import build_dreamsim
+    from vidmill.evaluation.weights import WeightsMissing
+
+    monkeypatch.setitem(sys.modules, "dreamsim", None)  # as if the package were not installed
+    with pytest.raises(WeightsMissing, match=r"^not computed: model not available \(the dreamsim package"):
+        build_dreamsim(tiny_dreamsim["config"])

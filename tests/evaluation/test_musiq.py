@@ -157,3 +157,14 @@ def test_cli_imaging_quality_from_set_keys(tiny_musiq, tmp_path):
     assert doc["totals"]["quality"]["includes"] == ["imaging_quality"]
     assert doc["dimensions"]["i2v_background"]["status"] == (
         "not computed: no weights (vbench.weights.dreamsim is not set)")
+
+
+def test_without_pyiqa_the_reason_says_so(tiny_musiq, monkeypatch):
+    import sys
+
+    from vidmill.evaluation.models_musiq import build_musiq
+    from vidmill.evaluation.weights import WeightsMissing
+
+    monkeypatch.setitem(sys.modules, "pyiqa.archs.musiq_arch", None)  # as if pyiqa were not installed
+    with pytest.raises(WeightsMissing, match=r"^not computed: model not available \(pyiqa's MUSIQ does not import"):
+        build_musiq(tiny_musiq["config"])
