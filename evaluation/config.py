@@ -4,13 +4,14 @@ Keys (all optional; a dimension whose weights are unset reports `not computed: n
 runs on the CPU in float32 at the input's own size: the reference path (no GPU-dependent downscaling).
 
   vbench.weights.dino_vitb16     DINO ViT-B/16 state dict (facebookresearch/dino `dino_vitbase16_pretrain.pth` keys)
-  vbench.weights.dreamsim        DreamSim checkpoint folder
+  vbench.weights.dreamsim        DreamSim ensemble folder, upstream's cache_dir: the unzipped ensemble checkpoint
+                                 + checkpoints/dino_vitbase16_pretrain.pth (else dino_vitb16); models_dreamsim.py
   vbench.weights.clip_vitb32     OpenAI CLIP ViT-B/32 weights, as open_clip `pretrained=<path>`
   vbench.weights.clip_vitl14     OpenAI CLIP ViT-L/14 weights, as open_clip `pretrained=<path>`
   vbench.weights.laion_head      LAION aesthetic linear head 768 -> 1 (`sa_0_4_vit_l_14_linear.pth`)
   vbench.weights.amt_s           AMT-S checkpoint (upstream `amt-s.pth`, {"state_dict": ...}; models_amt.py)
   vbench.weights.raft            RAFT (things) as a torchvision `raft_large` state dict (torchvision's C_T_V1 port)
-  vbench.weights.musiq           MUSIQ (SPAQ) checkpoint
+  vbench.weights.musiq           MUSIQ (SPAQ) state dict, pyiqa's `musiq_spaq_ckpt-358bb6af.pth` (models_musiq.py)
   vbench.weights.cotracker2      CoTracker2 checkpoint (upstream `cotracker2.pth`, a plain state dict; CC-BY-NC)
   vbench.arch.dino_vitb16        timm model name, or a JSON file of timm VisionTransformer kwargs (tests: tiny)
   vbench.arch.clip_vitb32        open_clip model name, or a local JSON architecture config
@@ -18,6 +19,7 @@ runs on the CPU in float32 at the input's own size: the reference path (no GPU-d
   vbench.arch.amt_s              amt-s (the published AMT-S), or a JSON file of AMTConfig kwargs (tests: tiny)
   vbench.arch.cotracker2         cotracker2 (the published model), or a JSON file of CoTrackerConfig kwargs (tiny)
   vbench.arch.raft               raft_large | raft_small (torchvision)
+  vbench.arch.musiq              musiq_spaq (pyiqa MUSIQ, one output), or a JSON file of MUSIQ kwargs (tests: tiny)
   vbench.raft_iters              20 (upstream)
 """
 
@@ -36,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "vbench": {
         "weights": {k: None for k in WEIGHT_KEYS},
         "arch": {"dino_vitb16": "vit_base_patch16_224", "clip_vitb32": "ViT-B-32-quickgelu",
-                 "clip_vitl14": "ViT-L-14-quickgelu", "raft": "raft_large",
+                 "clip_vitl14": "ViT-L-14-quickgelu", "raft": "raft_large", "musiq": "musiq_spaq",
                  "amt_s": "amt-s", "cotracker2": "cotracker2"},
         "raft_iters": 20,
     },

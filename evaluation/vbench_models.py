@@ -3,9 +3,9 @@
 Real architectures from packages: DINO ViT-B/16 (timm's VisionTransformer, run with DINO's own forward and
 position-embedding interpolation), CLIP ViT-B/32 and ViT-L/14 (open_clip, QuickGELU as OpenAI's weights
 need), the LAION linear head (768 -> 1), RAFT (torchvision `raft_large`, whose C_T_V1 weights are the
-original raft-things port); AMT-S and CoTracker2 are hand-written (models_amt.py, models_cotracker.py) with
-upstream's checkpoint key layouts. DreamSim and MUSIQ have no offline-installable package in this environment:
-their dimensions take a callable (`Probes`) and otherwise report `not computed: model not available (...)`.
+original raft-things port), DreamSim (the `dreamsim` package, models_dreamsim.py) and MUSIQ (pyiqa's
+architecture, models_musiq.py); AMT-S and CoTracker2 are hand-written (models_amt.py, models_cotracker.py) with
+upstream's checkpoint key layouts. A dimension whose model cannot be built reports why (`not computed: ...`).
 
 Every builder returns a plain callable on uint8 RGB frames (T, H, W, 3) so the formulas in vbench_i2v.py
 stay model-free.
@@ -24,14 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidmill.evaluation.models_dreamsim import build_dreamsim, dreamsim_embed_fn
+from vidmill.evaluation.models_musiq import build_musiq, musiq_score_fn
 from vidmill.evaluation.weights import WeightsMissing, load_into, load_state_dict, weight_path
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-UNAVAILABLE = {
-    "dreamsim": "not computed: model not available (DreamSim: the dreamsim package is not installed offline here)",
-    "musiq": "not computed: model not available (MUSIQ: pyiqa needs GUI opencv-python, which clobbers cv2 here)",
-}
 BATCH = 16
 
 
@@ -273,6 +271,12 @@ def build_probes(config: dict[str, Any]) -> Probes:
     raft = attempt("flow", lambda: build_raft(config))
     if raft is not None:
         probes.flow = raft_flow_fn(raft, int(config["vbench"]["raft_iters"]))
+    dreamsim = attempt("dreamsim", lambda: build_dreamsim(config))
+    if dreamsim is not None:
+        probes.dreamsim = dreamsim_embed_fn(dreamsim)
+    musiq = attempt("musiq", lambda: build_musiq(config))
+    if musiq is not None:
+        probes.musiq = musiq_score_fn(musiq)
     amt = attempt("interpolate", lambda: build_amt(config))
     if amt is not None:
         from vidmill.evaluation.models_amt import interpolator
@@ -283,11 +287,5 @@ def build_probes(config: dict[str, Any]) -> Probes:
         from vidmill.evaluation.models_cotracker import tracker
 
         probes.tracker = tracker(cotracker)
-    for key, probe in (("dreamsim", "dreamsim"), ("musiq", "musiq")):
-        try:
-            weight_path(config, key)
-            reasons[probe] = UNAVAILABLE[key]
-        except WeightsMissing as exc:
-            reasons[probe] = str(exc)
     probes.reasons = reasons
     return probes
