@@ -284,7 +284,8 @@ def test_cli_vbench_without_weights(tmp_path, capsys):
 
 
 def test_callable_dimensions_through_the_runner(tmp_path):
-    """DreamSim, AMT-S, MUSIQ and CoTracker2 have no architecture here: their formulas run on plugged-in callables."""
+    """The DreamSim, AMT-S, MUSIQ and CoTracker2 formulas run on plugged-in callables of known output (the real
+    architectures are tested in test_dreamsim.py, test_musiq.py, test_amt.py, test_cotracker.py)."""
     import cv2
 
     from vidmill.evaluation.vbench_models import Probes
