@@ -6,7 +6,7 @@ RUN/eval/step-N/log.txt. Training is not blocked (other ranks never wait on rank
 of the evaluation (even a segfault or an out-of-memory kill) cannot take the run down, and its memory is
 returned when it exits. One evaluation runs at a time; a checkpoint that comes due meanwhile waits its turn
 (if `train.keep_checkpoints` prunes it first, it is recorded as skipped). In-process mode
-(`background: false`) calls `evaluate_checkpoint` directly with the RNG state forked, so the run stays
+(`background: false`) calls `evaluate_checkpoint` directly and restores every RNG state, so the run stays
 bit-exact on resume; training waits for it.
 
 Failures are logged (stderr, and an eval row with "eval/status": "failed: ...") and counted; never raised.
@@ -67,7 +67,7 @@ def command(checkpoint: Path, run_dir: Path, step: int, config) -> list[str]:
     """The `vidmill eval checkpoint` command line of one evaluation."""
     piq, vb = suites(config)
     cmd = [sys.executable, "-m", "vidmill.cli", "eval", "checkpoint", str(checkpoint), "--run", str(run_dir),
-           "--step", str(step), "--device", config.device]
+           "--step", str(step), "--device", config.device, "--threads", str(config.num_threads)]
     if config.steps:
         cmd += ["--steps", str(config.steps)]
     if not config.keep_videos:
@@ -120,17 +120,19 @@ class EvalScheduler:
             self.counts.ok += 1
 
     def _run_inline(self, job: EvalJob) -> None:
-        import torch
+        from vidmill.training.checkpoint import rng_state, set_rng_state
 
         self.counts.launched += 1
+        state = rng_state()  # python, numpy, torch (and CUDA) RNGs: restored, so a resumed run stays bit-exact
         try:
-            with torch.random.fork_rng(devices=[]):  # generation draws leave the training RNG untouched
-                row = evaluate_checkpoint(job.checkpoint, self.run_dir, job.step, physics_iq=self.physics_iq,
-                                          vbench=self.vbench, keep_videos=self.config.keep_videos,
-                                          device=self.config.device, steps=self.config.steps)
+            row = evaluate_checkpoint(job.checkpoint, self.run_dir, job.step, physics_iq=self.physics_iq,
+                                      vbench=self.vbench, keep_videos=self.config.keep_videos,
+                                      device=self.config.device, steps=self.config.steps)
         except Exception as exc:  # noqa: BLE001 (an evaluation never stops training)
             self._fail(job, f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            set_rng_state(state)
         self._finish(job, row)
 
     def _start(self, job: EvalJob) -> None:

@@ -87,6 +87,7 @@ class EvalConfig:
     background: bool = True  # a subprocess per evaluation, training goes on; False: in-process, training waits
     device: str = "cpu"  # where the evaluation generates (cuda shares the trainer's GPU)
     steps: int | None = None  # sampling steps for generation (default: the model's)
+    num_threads: int = 1  # torch CPU threads of a background evaluation (0: torch's default)
     keep_videos: bool = True  # keep the generated videos under RUN/eval/step-N/
     wait_at_end: bool = True  # the run returns only when its evaluations have finished
     physics_iq: dict[str, Any] | None = None  # {real: DIR, fps, mode: v2v|i2v, limit, mask_round_trip} (PhysicsIQTail)
