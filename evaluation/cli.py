@@ -150,6 +150,12 @@ def print_summary(doc: dict) -> None:
 def _demo_set(args: argparse.Namespace) -> int:
     from vidmill.evaluation.demo_set import build_demo_set
 
+    if not args.fps and not args.run:
+        raise ValueError("give --fps or --run (a training run whose fps the set takes)")
+    if not args.fps:
+        from vidmill.evaluation.tail import checkpoint_fps
+
+        args.fps = round(checkpoint_fps(args.run))
     info = build_demo_set(args.curated, args.out, args.fps, args.scenarios)
     print(f"wrote a Physics-IQ-layout set of {len(info['scenarios'])} scenario(s) at {args.fps} fps to {args.out}")
     print(f"NOTE: {info['note']}")
@@ -211,6 +217,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                               "(a machinery check, not the benchmark)")
     demo.add_argument("curated", help="a curated output (manifest.parquet + shards/)")
     demo.add_argument("out", help="folder to write the set to")
-    demo.add_argument("--fps", type=int, default=24, help="fps of the set (the model's fps)")
+    demo.add_argument("--fps", type=int, help="fps of the set (the model's fps)")
+    demo.add_argument("--run", help="a training run: the set takes its fps")
     demo.add_argument("--scenarios", type=int, default=1, help="scenarios (3 clips each)")
     demo.set_defaults(func=_demo_set)
