@@ -195,3 +195,12 @@ def test_in_process_evaluation_leaves_training_bit_exact(tmp_path, latents_file,
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["eval/physics_iq/original"] is None
     assert rows[0]["eval/physics_iq/status"] == "not computed: no scenario has all three views scored"
+
+
+def test_dashboard_run_view_reads_the_real_run(eval_run):
+    from vidmill.dashboards.training_runs import run_view
+
+    run, _ = eval_run
+    view = run_view(run)
+    assert view["steps"] == 4 and [e["step"] for e in view["evals"]] == [2, 4] and view["eval_failed"] == 0
+    assert len(view["physics_iq_series"]) == 6 and view["evals"][1]["vbench"]["totals"]["total"] is None
