@@ -204,3 +204,28 @@ def test_dashboard_run_view_reads_the_real_run(eval_run):
     view = run_view(run)
     assert view["steps"] == 4 and [e["step"] for e in view["evals"]] == [2, 4] and view["eval_failed"] == 0
     assert len(view["physics_iq_series"]) == 6 and view["evals"][1]["vbench"]["totals"]["total"] is None
+
+
+def test_two_ranks_save_every_due_checkpoint_and_only_rank_0_evaluates(tmp_path, latents_file, write_config):
+    """torchrun, 2 ranks: an eval step that is no checkpoint step still saves collectively (no hang), one row each."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "config.yaml", steps=2, checkpoint_every=2, parallel="ddp")
+    data = yaml.safe_load(config.read_text())
+    data["eval"] = {"every": 1, "background": False, "physics_iq": {"real": str(tmp_path / "no-such-benchmark")}}
+    config.write_text(yaml.safe_dump(data))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "-m", "vidmill.cli", "train", "--no-progress", "--data", str(latents_file),
+                           "--config", str(config), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "run" / "checkpoints" / "step-1" / "COMPLETE").is_file()
+    rows = read_metrics(tmp_path / "run", "eval")
+    assert [r["step"] for r in rows] == [1, 2] and all(r["eval/failed"] == ["physics_iq"] for r in rows)
+    assert (proc.stdout + proc.stderr).count("evaluation of step 1 failed") == 1
