@@ -86,6 +86,26 @@ def command(checkpoint: Path, run_dir: Path, step: int, config) -> list[str]:
     return cmd
 
 
+def one_line(row: dict[str, Any]) -> str:
+    """A short summary of an eval row for the training log."""
+    parts = []
+    if "eval/physics_iq/status" in row:
+        scores = "/".join("-" if row.get(f"eval/physics_iq/{v}") is None else f"{row[f'eval/physics_iq/{v}']:.2f}"
+                          for v in ("original", "stable", "verified"))
+        parts.append(f"physics-iq original/stable/verified {scores} ({row['eval/physics_iq/status']})")
+    if "eval/vbench/status" in row:
+        total = row.get("eval/vbench/total")
+        parts.append(f"vbench total {'-' if total is None else f'{100 * total:.2f}'} ({row['eval/vbench/status']})")
+    return "; ".join(parts)
+
+
+def _row_of(run_dir: Path, step: int) -> dict[str, Any] | None:
+    from vidmill.training.metrics import read_metrics
+
+    rows = [r for r in read_metrics(run_dir, "eval") if r.get("step") == step]
+    return rows[-1] if rows else None
+
+
 class EvalScheduler:
     """Runs the evaluations of one training run; `submit` at each due checkpoint, `poll` often, `close` at the end."""
 
@@ -118,6 +138,7 @@ class EvalScheduler:
             self._fail(job, "; ".join(f"{n}: {row.get(f'eval/{n}/status')}" for n in row["eval/failed"]), True)
         else:
             self.counts.ok += 1
+            self.log(f"evaluation of step {job.step}: {one_line(row)}")
 
     def _run_inline(self, job: EvalJob) -> None:
         from vidmill.training.checkpoint import rng_state, set_rng_state
@@ -157,6 +178,8 @@ class EvalScheduler:
         log_path = self.run_dir / "eval" / f"step-{job.step}" / "log.txt"
         if code == 0:
             self.counts.ok += 1
+            row = _row_of(self.run_dir, job.step)
+            self.log(f"evaluation of step {job.step}: {one_line(row) if row else 'done'}")
         elif code == 1:  # `vidmill eval checkpoint`: a benchmark failed, its row is written
             self._fail(job, f"a benchmark failed (see the eval row and {log_path})", row_written=True)
         else:
