@@ -28,7 +28,11 @@ demo: $(STAMP)
 	open('demo-out/first-clip.mp4', 'wb').write(t.extractfile(m).read())"
 	$(BIN)/vidmill generate --checkpoint demo-run --image demo-out/first-clip.mp4 --prompt "a short clip" \
 		--seconds 2 --out demo-out/generated.mp4
-	@echo "dashboard report: demo-out/report.html; generated video: demo-out/generated.mp4"
+	$(BIN)/vidmill eval demo-set demo-out demo-out/physics-iq-demo --run demo-run
+	$(BIN)/vidmill eval checkpoint demo-run --physics-iq-real demo-out/physics-iq-demo \
+		--vbench-images demo-out/physics-iq-demo/switch-frames --threads 1 --summary demo-out/eval.json \
+		--note "machinery check on the demo's own clips, NOT benchmark numbers (no Physics-IQ data, no VBench weights)"
+	@echo "dashboard report: demo-out/report.html; generated video: demo-out/generated.mp4; evaluation: demo-out/eval.json"
 	@echo "serve the dashboard: $(BIN)/vidmill dashboard demo-out   (then open http://127.0.0.1:8765/)"
 
 test: $(STAMP)

@@ -37,8 +37,10 @@ def _json(value: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(jsonable(value), status_code=status)
 
 
-def create_app(outputs: list[str | Path]) -> Starlette:
+def create_app(outputs: list[str | Path], train_runs: list[str | Path] | None = None) -> Starlette:
+    """The app over curation outputs and, optionally, training runs (their loss and evaluations: /training)."""
     dash = Dashboard(outputs)
+    train_runs = [Path(p) for p in train_runs or []]
     dash.warm()
     store = dash.store
 
@@ -51,7 +53,8 @@ def create_app(outputs: list[str | Path]) -> Starlette:
 
     def base(request: Request, page: str, run: int, title: str) -> dict[str, Any]:
         return {"request": request, "page": page, "run": run, "title": title, "inline": None,
-                "outputs": [{"index": o.index, "name": o.name} for o in store.outputs]}
+                "outputs": [{"index": o.index, "name": o.name} for o in store.outputs],
+                "has_training": bool(train_runs)}
 
     def overview(request: Request) -> Response:
         i = run_of(request)
@@ -93,6 +96,15 @@ def create_app(outputs: list[str | Path]) -> Starlette:
         data = {"compare": {"a": a, "b": b, "charts": distributions.charts(store, a, dash.whatif(a))}}
         ctx = base(request, "compare", a, "compare") | {"compare": jsonable(cmp), "data": data}
         return templates.TemplateResponse(request, "compare.html", ctx)
+
+    def training_page(request: Request) -> Response:
+        from vidmill.dashboards.training_runs import run_view
+
+        t = _index(request.query_params.get("t", "0"), len(train_runs))
+        view = run_view(train_runs[t])
+        ctx = base(request, "training", 0, f"training {view['name']}") | {
+            "tr": jsonable(view), "t": t, "trains": [p.name for p in train_runs], "data": {"training": jsonable(view)}}
+        return templates.TemplateResponse(request, "training.html", ctx)
 
     def api_hist(request: Request) -> Response:
         i = run_of(request)
@@ -166,6 +178,7 @@ def create_app(outputs: list[str | Path]) -> Starlette:
 
     routes = [
         Route("/", overview), Route("/gallery", gallery_page), Route("/compare", compare_page),
+        Route("/training", training_page),
         Route("/api/hist", api_hist), Route("/api/whatif", api_whatif), Route("/api/gallery", api_gallery),
         Route("/api/clip/{clip_id}", api_clip),
         Route("/media/{run}/{clip_id}.mp4", clip_video), Route("/media/{run}/{clip_id}.vtt", clip_vtt),

@@ -23,7 +23,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         print(f"vidmill dashboard: warning: serving on {args.host}, not loopback: anyone who can reach this "
               f"machine on port {args.port} can read these outputs' manifests, captions and clips "
               f"(the dashboard has no authentication)", file=sys.stderr)
-    app = create_app(args.outputs)
+    app = create_app(args.outputs, args.train_run)
     print(f"vidmill dashboard: http://{args.host}:{args.port}/  ({', '.join(args.outputs)}; Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
@@ -36,4 +36,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--export", metavar="REPORT.html", help="write a self-contained static report and exit")
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
+    p.add_argument("--train-run", action="append", default=[], metavar="RUN",
+                   help="a training run to show on the Training page (loss, evaluations); repeatable")
     p.set_defaults(func=_dashboard)

@@ -30,12 +30,22 @@ class GenerationUnavailable(RuntimeError):
     """`vidmill generate` (training/generate.py) is not part of this build."""
 
 
-def _run_and_step(checkpoint: str) -> tuple[Path, int | None]:
-    """`RUN` (newest complete step) or `RUN/checkpoints/step-N`."""
+def checkpoint_run(checkpoint: str) -> tuple[Path, int | None]:
+    """`RUN` (newest complete step) or `RUN/checkpoints/step-N` -> (RUN, N or None)."""
     path = Path(checkpoint)
     if path.name.startswith("step-") and path.parent.name == "checkpoints":
         return path.parent.parent, int(path.name.split("-", 1)[1])
     return path, None
+
+
+def check_checkpoint(checkpoint: str) -> None:
+    """Raise FileNotFoundError unless `checkpoint` names a run with a complete checkpoint (the one asked for)."""
+    run, step = checkpoint_run(checkpoint)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"not a training run (no config.yaml): {run}")
+    pattern = f"step-{step}/COMPLETE" if step is not None else "step-*/COMPLETE"
+    if not any((run / "checkpoints").glob(pattern)):
+        raise FileNotFoundError(f"no complete checkpoint {pattern.split('/')[0]} under {run / 'checkpoints'}")
 
 
 def vidmill_generator(device: str = "cpu", prompt: str | None = None, steps: int | None = None) -> GenerateFn:
@@ -47,7 +57,7 @@ def vidmill_generator(device: str = "cpu", prompt: str | None = None, steps: int
     cache: dict = {}
 
     def run(checkpoint: str, condition: Path, mode: str, seconds: float, fps: float, out: Path) -> None:
-        key = _run_and_step(checkpoint)
+        key = checkpoint_run(checkpoint)
         if key not in cache:
             cache[key] = load_run(key[0], step=key[1], device=device)
         models = cache[key]

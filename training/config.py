@@ -8,6 +8,7 @@ train: {lr: 3.0e-4, warmup_steps: 10, grad_accum: 2, ...}      # TrainConfig fie
 objective: {caption_dropout: 0.1, context_dropout: 0.1, ...}    # FlowMatchingConfig fields
 vae: {path: /weights/vae.safetensors}                            # VAE settings (VAETrainConfig)
 data: {text_encoder: minilm}                                     # curated-output conversion (DataConfig)
+eval: {every: 500, at_end: true, physics_iq: {real: /data/physics-IQ-benchmark}}  # tail tasks (EvalConfig)
 ```
 
 The resolved configuration is written to RUN/config.yaml, which is all `load_models` needs.
@@ -78,19 +79,44 @@ class DataConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation of the run's checkpoints as tail tasks (evaluation/tail_schedule.py; docs/evtail.md)."""
+
+    every: int = 0  # evaluate every N steps (a checkpoint is written at those steps); 0: never periodically
+    at_end: bool = False  # evaluate the final checkpoint
+    background: bool = True  # a subprocess per evaluation, training goes on; False: in-process, training waits
+    device: str = "cpu"  # where the evaluation generates (cuda shares the trainer's GPU)
+    steps: int | None = None  # sampling steps for generation (default: the model's)
+    num_threads: int = 1  # torch CPU threads of a background evaluation (0: torch's default)
+    keep_videos: bool = True  # keep the generated videos under RUN/eval/step-N/
+    wait_at_end: bool = True  # the run returns only when its evaluations have finished
+    physics_iq: dict[str, Any] | None = None  # {real: DIR, fps, mode: v2v|i2v, limit, mask_round_trip} (PhysicsIQTail)
+    vbench: dict[str, Any] | None = None  # {images: DIR, config: eval.yaml, seconds} (VBenchTail)
+
+    @property
+    def enabled(self) -> bool:
+        return bool((self.every or self.at_end) and (self.physics_iq or self.vbench))
+
+    def due(self, step: int, final: bool) -> bool:
+        """True at every `every`-th step and, with at_end, at the run's last step."""
+        return self.enabled and ((final and self.at_end) or bool(self.every and step > 0 and step % self.every == 0))
+
+
+@dataclass
 class RunConfig:
     size: ModelSize
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size.name, "dit": _plain(asdict(self.size.dit)),
                 "vae_model": _plain(asdict(self.size.vae)),
                 "resolution": list(self.size.resolution), "frames": self.size.frames, "fps": self.size.fps,
                 "train": _plain(asdict(self.train)), "objective": asdict(self.objective), "vae": asdict(self.vae),
-                "data": asdict(self.data)}
+                "data": asdict(self.data), "eval": asdict(self.eval)}
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -122,7 +148,8 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     return RunConfig(size, _update(TrainConfig(), data.get("train"), "train"),
                      _update(FlowMatchingConfig(), data.get("objective"), "objective"),
                      _update(VAETrainConfig(), data.get("vae"), "vae"),
-                     _update(DataConfig(), data.get("data"), "data"))
+                     _update(DataConfig(), data.get("data"), "data"),
+                     _update(EvalConfig(), data.get("eval"), "eval"))
 
 
 def load_config(spec: str | Path) -> RunConfig:

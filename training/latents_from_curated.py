@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from vidmill.model.vae import VideoVAE
-from vidmill.training.config import RunConfig
+from vidmill.training.config import EvalConfig, RunConfig
 from vidmill.training.data.memory import save_latents
 from vidmill.training.data.sample import LatentSample
 from vidmill.training.parallelize import DistInfo
@@ -32,7 +32,8 @@ def train_vae(clips: list[VideoClip], config: RunConfig, run_dir: Path, frames: 
     vae = VideoVAE(config.size.vae)
     vae_config = replace(config, train=replace(config.train, steps=vc.steps, lr=vc.lr, grad_accum=1, parallel="none",
                                                warmup_steps=min(config.train.warmup_steps, vc.steps // 4),
-                                               checkpoint_every=max(1, vc.steps // 2), compile=False))
+                                               checkpoint_every=max(1, vc.steps // 2), compile=False),
+                         eval=EvalConfig())  # the run's evaluations are of the DiT, not of this VAE run
     loader = ClipLoader(clips, frames, vc.batch_size, config.train.seed)
     objective = VAEObjective(vc.kl_weight, vc.perceptual_weight, vc.perceptual_path)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

@@ -100,6 +100,8 @@ def _step_of(line: str) -> int | None:
         return None
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
+def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict]:
+    """RUN/metrics.jsonl rows; kind="train": step rows only, "eval": evaluation rows (evaluation/tail.py)."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    return rows if kind is None else [r for r in rows if r.get("kind", "train") == kind]

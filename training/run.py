@@ -148,4 +148,8 @@ def run_training(data: str | Path, config: str | Path | RunConfig, out: str | Pa
         _log(f"resuming from {trainer.resumed_from} (step {trainer.step})", info)
     summary = trainer.fit(tc.steps)
     _log(f"trained to step {summary['step']} ({summary['skipped']} skipped steps); run in {out}", info)
+    if summary.get("evals"):
+        e = summary["evals"]
+        _log(f"evaluations: {e['launched']} run, {e['ok']} ok, {e['failed']} failed, {e['skipped']} skipped; "
+             f"rows in {out / 'metrics.jsonl'} (kind: eval), results in {out / 'eval'}", info)
     return summary

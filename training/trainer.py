@@ -16,6 +16,7 @@ import contextlib
 import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,11 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsWriter(self.run_dir, self.step, enabled=self.info.is_main)
         self.resumed_from = resume_from
+        self.evals = None  # rank 0 schedules the evaluations of its checkpoints (config `eval:`)
+        if config.eval.enabled and self.info.is_main:
+            from vidmill.evaluation.tail_schedule import EvalScheduler
+
+            self.evals = EvalScheduler(config.eval, self.run_dir)
 
     def _restore(self, path: Path) -> None:
         from safetensors.torch import load_file
@@ -227,10 +233,14 @@ class Trainer:
 
             bar = tqdm(total=total, initial=self.step, desc=f"train {self.name}", unit="it", dynamic_ncols=True)
         last: dict[str, Any] = {}
+        evals = None
         try:
             while self.step < total:
                 row = self.train_step()
                 last = row
+                if self.evals is not None:
+                    self.evals.poll()
+                    row["eval_failed_total"] = self.evals.counts.failed
                 if self.info.is_main and (self.step % self.tc.log_every == 0 or self.step == total):
                     self.metrics.write(row)
                 if bar is not None:
@@ -241,12 +251,18 @@ class Trainer:
                     loss = f"{row['loss']:.4f}" if row["loss"] is not None else "skipped"
                     print(f"step {self.step}/{total} loss {loss} lr {row['lr']:.2e} "
                           f"tokens/s {row['tokens_per_s']:.0f}", file=sys.stderr, flush=True)
-                if self.step % self.tc.checkpoint_every == 0 or self.step == total:
-                    self.save()
+                eval_due = self.config.eval.due(self.step, final=self.step == total)  # the same on every rank
+                if self.step % self.tc.checkpoint_every == 0 or self.step == total or eval_due:
+                    saved = self.save()
+                    if eval_due and self.evals is not None:
+                        self.evals.submit(self.step, saved)
                 self.faults.after_step(self.step, self.info.rank)
+            if self.evals is not None:
+                evals = self.evals.close(wait=self.config.eval.wait_at_end)
         finally:
             if bar is not None:
                 bar.close()
             self.metrics.close()
         return {"step": self.step, "skipped": self.skipped, "tokens_seen": self.tokens_seen, "last": last,
-                "resumed_from": str(self.resumed_from) if self.resumed_from else None}
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                "evals": asdict(evals) if evals is not None else None}
