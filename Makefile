@@ -33,7 +33,7 @@ demo: $(STAMP)
 		--vbench-images demo-out/physics-iq-demo/switch-frames --threads 1 --summary demo-out/eval.json \
 		--note "machinery check on the demo's own clips, NOT benchmark numbers (no Physics-IQ data, no VBench weights)"
 	@echo "dashboard report: demo-out/report.html; generated video: demo-out/generated.mp4; evaluation: demo-out/eval.json"
-	@echo "serve the dashboard: $(BIN)/vidmill dashboard demo-out   (then open http://127.0.0.1:8765/)"
+	@echo "serve the dashboard: $(BIN)/vidmill dashboard demo-out --train-run demo-run   (then open http://127.0.0.1:8765/)"
 
 test: $(STAMP)
 	$(BIN)/ruff check vidmill pipeline model training evaluation dashboards tests bench

@@ -80,7 +80,7 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation of the run's checkpoints as tail tasks (evaluation/tail_schedule.py; docs/evtail.md)."""
+    """Evaluation of the run's checkpoints as tail tasks (evaluation/tail_schedule.py; docs/tail.md)."""
 
     every: int = 0  # evaluate every N steps (a checkpoint is written at those steps); 0: never periodically
     at_end: bool = False  # evaluate the final checkpoint
