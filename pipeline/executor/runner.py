@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
@@ -30,6 +31,7 @@ class StageRunner:
     def __init__(self, address: str | None = None, stats: dict[str, StageStats] | None = None):
         self.address = address
         self.stats: dict[str, StageStats] = stats if stats is not None else {}
+        self.driver_bytes: dict[str, int] = {}  # per stage: pickled size of every result the driver received
 
     def pool(self, stage: type[Stage] | Callable[..., Stage], *args: Any, name: str | None = None,
              resources: StageResources, timeout_s: float | Callable[[Any], float] | None = None,
@@ -67,6 +69,7 @@ class StageRunner:
         stats = self.stats.setdefault(name, StageStats())
         stats.items += items
         stats.busy_s += done.seconds
+        self.driver_bytes[name] = self.driver_bytes.get(name, 0) + len(pickle.dumps(done.value))
         if done.error:  # timeouts, worker deaths and retries are counted by the pool where they happen
             stats.errors += 1
 
