@@ -100,8 +100,9 @@ class Curation:
         summary = run_summary(self.input_uri, self.output, self.config, [r.input for r in results],
                               sum(len(r.shots) for r in results), clips, self.runner.stats, self.resumed, started,
                               self.listing)
-        summary["driver_bytes_received"] = {"total": sum(self.runner.driver_bytes.values()),
-                                            **dict(sorted(self.runner.driver_bytes.items()))}
+        for key, counts in (("driver_bytes_received", self.runner.driver_bytes),
+                            ("driver_bytes_sent", self.runner.driver_bytes_sent)):
+            summary[key] = {"total": sum(counts.values()), **dict(sorted(counts.items()))}
         summary["clip_bytes_written"] = self.clip_bytes_written
         write_run_json(summary, self.store)
         return summary

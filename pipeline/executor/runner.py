@@ -31,7 +31,9 @@ class StageRunner:
     def __init__(self, address: str | None = None, stats: dict[str, StageStats] | None = None):
         self.address = address
         self.stats: dict[str, StageStats] = stats if stats is not None else {}
-        self.driver_bytes: dict[str, int] = {}  # per stage: pickled size of every result the driver received
+        # per stage, pickled sizes of what the driver received (results) and sent (items, once per item)
+        self.driver_bytes: dict[str, int] = {}
+        self.driver_bytes_sent: dict[str, int] = {}
 
     def pool(self, stage: type[Stage] | Callable[..., Stage], *args: Any, name: str | None = None,
              resources: StageResources, timeout_s: float | Callable[[Any], float] | None = None,
@@ -70,6 +72,7 @@ class StageRunner:
         stats.items += items
         stats.busy_s += done.seconds
         self.driver_bytes[name] = self.driver_bytes.get(name, 0) + len(pickle.dumps(done.value))
+        self.driver_bytes_sent[name] = self.driver_bytes_sent.get(name, 0) + len(pickle.dumps(done.item))
         if done.error:  # timeouts, worker deaths and retries are counted by the pool where they happen
             stats.errors += 1
 
