@@ -27,7 +27,7 @@ from vidmill.pipeline.executor.actor_pool import Done
 from vidmill.pipeline.executor.runner import StageRunner
 from vidmill.pipeline.lock import OutputLock
 from vidmill.pipeline.outcomes import TRANSCODE_ERROR
-from vidmill.pipeline.output.report import format_summary, run_summary, write_run_json
+from vidmill.pipeline.output.report import driver_traffic, format_summary, run_summary, write_run_json
 from vidmill.pipeline.output.store import Store
 from vidmill.pipeline.output.workdir import WorkDir, prepare_output
 from vidmill.pipeline.output.writers import ShardJob, WriteShard, write_shards, write_table
@@ -100,10 +100,7 @@ class Curation:
         summary = run_summary(self.input_uri, self.output, self.config, [r.input for r in results],
                               sum(len(r.shots) for r in results), clips, self.runner.stats, self.resumed, started,
                               self.listing)
-        for key, counts in (("driver_bytes_received", self.runner.driver_bytes),
-                            ("driver_bytes_sent", self.runner.driver_bytes_sent)):
-            summary[key] = {"total": sum(counts.values()), **dict(sorted(counts.items()))}
-        summary["clip_bytes_written"] = self.clip_bytes_written
+        summary.update(driver_traffic(self.runner.driver_bytes, self.runner.driver_bytes_sent, self.clip_bytes_written))
         write_run_json(summary, self.store)
         return summary
 

@@ -54,6 +54,14 @@ def run_summary(input_uri: str, output: Path | str, config: CurateConfig, inputs
     }
 
 
+def driver_traffic(received: dict[str, int], sent: dict[str, int], clip_bytes_written: int) -> dict[str, Any]:
+    """run.json's measure of what passed through the driver (pickled sizes per stage) beside the clip bytes
+    the workers published: clip files go worker -> OUTPUT, never through the driver."""
+    return {"driver_bytes_received": {"total": sum(received.values()), **dict(sorted(received.items()))},
+            "driver_bytes_sent": {"total": sum(sent.values()), **dict(sorted(sent.items()))},
+            "clip_bytes_written": clip_bytes_written}
+
+
 def write_run_json(summary: dict[str, Any], output: Store | Path | str) -> None:
     store = output if isinstance(output, Store) else Store(str(output))
     store.put("run.json", json.dumps(summary, indent=2, default=str).encode())

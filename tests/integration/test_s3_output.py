@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -72,10 +73,9 @@ def test_two_node_cluster_to_s3_gives_the_tables_of_a_local_output(s3_run, moto_
     assert_same_tables(fs, s3_run, curated)
     run = json.loads(fs.cat_file(f"{s3_run}/run.json"))
     assert run["output"] == "s3://vidmill/cluster"
-    with fs.open(f"{s3_run}/shards/shard-000000.tar", "rb") as handle:  # a real tar with the clips in it
-        import tarfile
-
-        names = tarfile.open(fileobj=handle).getnames()
+    with fs.open(f"{s3_run}/shards/shard-000000.tar", "rb") as handle, \
+            tarfile.open(fileobj=handle) as tar:  # a real tar with the clips in it
+        names = tar.getnames()
     assert any(n.endswith(".mp4") for n in names) and any(n.endswith(".json") for n in names)
 
 
