@@ -133,15 +133,22 @@ class Store:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             return True
-        try:
-            self.fs.pipe_file(path, data, mode="create")
-        except FileExistsError:
-            return False
-        except TypeError:  # a filesystem without conditional writes: check, then write (a race remains)
-            if self.exists(rel):
+        if self.conditional_writes:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
                 return False
-            self.fs.pipe_file(path, data)
+            return True
+        if self.exists(rel):  # no conditional write known for this filesystem: a race remains (docs/store.md)
+            return False
+        self.fs.pipe_file(path, data)
         return True
+
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether `create` is one conditional PUT: s3fs sends `If-None-Match: *` for mode="create"."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        return "s3" in protocols
 
     def remove(self, rel: str) -> None:
         """Remove one file or object; a missing one is fine."""
