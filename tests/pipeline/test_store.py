@@ -108,3 +108,11 @@ def test_a_shard_whose_worker_failed_stops_the_write_before_the_manifest(tmp_pat
         write_shards(rows, store, config, lambda jobs: {jobs[0][0]: WriteShard(work).process(jobs[0])})
     assert not store.exists("shards/index.json")
     assert write_shards(rows, store, config, write_shards_here(work))["in_2"][0] == "shard-000001.tar"
+
+
+def test_a_file_uri_is_a_local_store(tmp_path):
+    store = Store(f"file://{tmp_path}/out/")
+    assert store.local and store.uri == str(tmp_path / "out")
+    store.put("x.json", b"{}")
+    assert (tmp_path / "out" / "x.json").read_bytes() == b"{}"
+    assert not Store("s3://bucket/out/").local and Store("s3://bucket/out/").uri == "s3://bucket/out"
