@@ -106,8 +106,9 @@ def write_shards(rows: list[dict[str, Any]], store: Store, config: ShardConfig, 
     if wrong:
         raise RuntimeError(f"shards not written: {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}; "
                            "the manifest was not written, re-run to finish")
-    for stale in present:
-        if stale.startswith("shard-") and stale.endswith(".tar") and stale not in index:
+    for stale in present:  # shards no longer planned, and temp files of a writer that was killed
+        if (stale.startswith("shard-") and stale.endswith(".tar") and stale not in index) or \
+                (stale.startswith(".") and stale.endswith(".tmp")):
             store.remove(f"{out_dir}/{stale}")
     store.put(index_rel, json.dumps(index).encode())
     return placed

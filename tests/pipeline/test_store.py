@@ -94,7 +94,8 @@ def test_shards_are_planned_on_the_driver_and_written_by_a_worker_stage(store):
     rows[4]["caption"] = "changed"
     write_shards(rows[:4] + rows[4:], store, config, run_jobs)
     assert calls[-1] == ["shard-000002.tar"]
-    write_shards(rows[:2], store, config, run_jobs)  # fewer clips: stale shards removed
+    store.put("shards/.shard-000009.tar.abc.tmp", b"half")  # left by a writer killed mid-tar
+    write_shards(rows[:2], store, config, run_jobs)  # fewer clips: stale shards and temp files removed
     assert sorted(store.find("shards")) == ["shards/index.json", "shards/shard-000000.tar"]
 
 
