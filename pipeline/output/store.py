@@ -57,6 +57,8 @@ def is_local(uri: str) -> bool:
 
 
 class Store:
+    """OUTPUT's root (`uri`) and the fsspec options to reach it; paths are relative to the root."""
+
     def __init__(self, uri: str, storage_options: dict[str, Any] | None = None):
         uri = str(uri)
         # A local root keeps the form Path() gives it (as OUTPUT always had); a URL keeps its scheme.
