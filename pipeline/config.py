@@ -76,6 +76,13 @@ class ShardConfig:
 
 
 @dataclass
+class OutputConfig:
+    # passed to fsspec for OUTPUT (e.g. endpoint_url, client_kwargs); workers get the same. Secrets belong in
+    # the environment (AWS_ACCESS_KEY_ID, ...): config values are copied into run.json.
+    storage_options: dict = field(default_factory=dict)
+
+
+@dataclass
 class QualityScoring:
     enabled: bool = True
 
@@ -233,6 +240,7 @@ class CurateConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     captions: CaptionConfig = field(default_factory=CaptionConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, Any]:

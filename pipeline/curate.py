@@ -27,9 +27,10 @@ from vidmill.pipeline.executor.actor_pool import Done
 from vidmill.pipeline.executor.runner import StageRunner
 from vidmill.pipeline.lock import OutputLock
 from vidmill.pipeline.outcomes import TRANSCODE_ERROR
-from vidmill.pipeline.output.report import format_summary, run_summary, write_run_json
-from vidmill.pipeline.output.workdir import WorkDir, atomic_write, prepare_output
-from vidmill.pipeline.output.writers import write_shards, write_table
+from vidmill.pipeline.output.report import driver_traffic, format_summary, run_summary, write_run_json
+from vidmill.pipeline.output.store import Store
+from vidmill.pipeline.output.workdir import WorkDir, prepare_output
+from vidmill.pipeline.output.writers import ShardJob, WriteShard, write_shards, write_table
 from vidmill.pipeline.records import (
     EMBEDDINGS_SCHEMA,
     ClipRecord,
@@ -57,24 +58,26 @@ def scorer_classes(config: CurateConfig) -> list[type]:
 class Curation:
     def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True,
                  force: bool = False):
-        self.input_uri, self.output, self.config = input_uri, Path(output), config
-        self.output_uri = str(output)  # as given: Path() would fold "s3://b" into "s3:/b"
+        self.input_uri, self.config = input_uri, config
+        self.store = Store(str(output), config.output.storage_options)  # a local path, file://, s3://, gs://
+        self.output = self.store.uri
         self.progress, self.force = progress, force
         self.listing = Listing()
-        self.work = WorkDir(self.output, config.fingerprint(*WORK_SECTIONS))
+        self.work = WorkDir(self.store, config.fingerprint(*WORK_SECTIONS))
         self.scorers = scorer_classes(config)
         self.runner = StageRunner(stats={name: StageStats() for name in
                                          ["analyze", "transcode", *(c.name for c in self.scorers), "dedup", "caption"]})
         self.results: dict[str, InputResult] = {}
         self.resumed = 0
         self.transcode_errors: dict[str, str] = {}
+        self.clip_bytes_written = 0  # bytes of the clip files this run's transcode workers published
 
     def run(self, address: str | None = None, started: float | None = None) -> dict[str, Any]:
         """Curate INPUT into OUTPUT, holding OUTPUT's lock; `started`: when the command started."""
         started = started or time.time()
         self.runner.address = address
         self.check_output()
-        with OutputLock(self.output, force=self.force, note=lambda m: print(m, file=sys.stderr)):
+        with OutputLock(self.store, force=self.force, note=lambda m: print(m, file=sys.stderr)):
             return self._run(started)
 
     def _run(self, started: float) -> dict[str, Any]:
@@ -97,7 +100,8 @@ class Curation:
         summary = run_summary(self.input_uri, self.output, self.config, [r.input for r in results],
                               sum(len(r.shots) for r in results), clips, self.runner.stats, self.resumed, started,
                               self.listing)
-        write_run_json(summary, self.output)
+        summary.update(driver_traffic(self.runner.driver_bytes, self.runner.driver_bytes_sent, self.clip_bytes_written))
+        write_run_json(summary, self.store)
         return summary
 
     def phase(self, text: str) -> None:
@@ -107,12 +111,12 @@ class Curation:
 
     # -- steps, in order ----------------------------------------------------------------------
     def check_output(self) -> None:
-        prepare_output(self.input_uri, self.output_uri)
+        prepare_output(self.input_uri, self.store)
 
     def list(self) -> list[InputRef]:
         """The bucket's inputs (files under OUTPUT left out)."""
         self.phase(f"listing {self.input_uri}")
-        self.listing = list_bucket(self.input_uri, self.config.source, str(self.output))
+        self.listing = list_bucket(self.input_uri, self.config.source, self.store.uri)
         return self.listing.refs
 
     def resume(self, refs: list[InputRef]) -> list[InputRef]:
@@ -126,7 +130,7 @@ class Curation:
 
     def analyse_and_score(self, todo: list[InputRef]) -> None:
         AnalyseAndScore(self.config, self.runner, self.scorers, self.finished, self.passing, self.transcoded,
-                        self.progress).run(todo)
+                        self.progress, self.work).run(todo)
 
     def score_newly_eligible(self, refs: list[InputRef]) -> None:
         """Cascade follow-up pass: clips whose expensive scores were skipped but that pass the cheap
@@ -142,7 +146,7 @@ class Curation:
         if rescore:
             expensive = [s for s in self.scorers if s.expensive]  # no pools for the cheap scorers
             AnalyseAndScore(self.config, self.runner, expensive, self.finished, self.passing, self.transcoded,
-                            self.progress).run([r for r in refs if r.input_id in rescore], rescore)
+                            self.progress, self.work).run([r for r in refs if r.input_id in rescore], rescore)
         self.runner.stats.setdefault("rescore", StageStats()).add(
             {"inputs": len(rescore), "clips": sum(len(only) for _, only in rescore.values())})
 
@@ -159,7 +163,7 @@ class Curation:
         rest of the bucket is analysed (global dedup may still drop a few of them at the end)."""
         th = self.config.thresholds
         return [c for c in clips if c.kept and not filter_reasons(c.scores, th)
-                and not self.work.clip_path(c.input_id, c.clip_id).exists()]
+                and not self.work.has_clip(c.input_id, c.clip_id)]
 
     def decide(self, clips: list[ClipRecord]) -> None:
         """Thresholds: every scorer's reasons join the span's own."""
@@ -171,7 +175,8 @@ class Curation:
     def transcode(self, kept: list[ClipRecord]) -> None:
         """Transcode kept clips not made yet (e.g. after a threshold change); made files are reused."""
         cfg = self.config
-        todo = [c for c in kept if not self.work.clip_path(c.input_id, c.clip_id).exists()
+        made = self.work.clip_sizes()
+        todo = [c for c in kept if self.work.clip_path(c.input_id, c.clip_id) not in made
                 and c.clip_id not in self.transcode_errors]  # failed once in this run: not again
         if todo:
             bar = tqdm(total=len(todo), desc="transcode", unit="clip", disable=not self.progress)
@@ -180,30 +185,33 @@ class Curation:
                 self.transcoded(done)
                 bar.update(len(done.item.clips))
 
-            pool = self.runner.pool(TranscodeClips, cfg, resources=cfg.ray.transcode,
+            pool = self.runner.pool(TranscodeClips, cfg, self.work, resources=cfg.ray.transcode,
                                     timeout_s=cfg.decode.input_timeout_s)
             try:
                 self.runner.map(pool, ((b.input_id, b) for b in clip_batches(todo, cfg.transcode.clips_per_task)),
                                 collect)
             finally:
                 bar.close()
+            made = self.work.clip_sizes()
         for clip in kept:
-            path = self.work.clip_path(clip.input_id, clip.clip_id)
-            if path.exists():
-                clip.clip_bytes = path.stat().st_size
+            size = made.get(self.work.clip_path(clip.input_id, clip.clip_id))
+            if size is not None:
+                clip.clip_bytes = size
             else:
                 clip.error = self.transcode_errors.get(clip.clip_id, "transcode: no output")
                 clip.reject(TRANSCODE_ERROR.name)
 
     def transcoded(self, done: Done) -> None:
-        """Save each finished clip file as it arrives (a crash loses none) and record failures."""
+        """Record what a transcode worker made (it published each clip file itself as it finished, so a
+        crash loses none) and its failures."""
         if done.error:
             self.transcode_errors.update({span.clip_id: done.error for span in done.item.clips})
             return
-        for clip_id, data in done.value.videos.items():
-            atomic_write(self.work.clip_path(done.item.input_id, clip_id), data)
+        for clip_id, data in done.value.videos.items():  # a stage built without a WorkDir returns bytes
+            self.work.save_clip(done.item.input_id, clip_id, data)
         self.transcode_errors.update(done.value.errors)
-        self.runner.stats["transcode"].add({"clips": len(done.value.videos), "frames_out": done.value.frames_out})
+        self.clip_bytes_written += sum(done.value.sizes.values())
+        self.runner.stats["transcode"].add({"clips": len(done.value.sizes), "frames_out": done.value.frames_out})
 
     def caption(self, kept: list[ClipRecord]) -> None:
         """Per-second captions for kept clips; stored captions (same captioner settings) are reused."""
@@ -215,9 +223,9 @@ class Curation:
             if stored is not None:
                 results[clip.clip_id] = stored
             else:
-                todo.append(CaptionItem(clip.clip_id, clip.duration_s,
-                                        self.work.clip_path(clip.input_id, clip.clip_id).read_bytes(),
-                                        clip.scores.get("camera_motion"), clip.scores.get("text_area_max")))
+                todo.append(CaptionItem(clip.clip_id, clip.duration_s, None, clip.scores.get("camera_motion"),
+                                        clip.scores.get("text_area_max"),
+                                        path=self.work.clip_path(clip.input_id, clip.clip_id)))
         started = time.time()
 
         def collect(done: Done) -> None:
@@ -227,7 +235,7 @@ class Curation:
                 if result.get("caption"):  # saved as it arrives: a crash loses no finished caption
                     self.work.save_caption(result["clip_id"], fingerprint, result)
 
-        pool = self.runner.pool(CaptionClips, self.config, resources=self.config.ray.caption,
+        pool = self.runner.pool(CaptionClips, self.config, self.store, resources=self.config.ray.caption,
                                 timeout_s=cfg.timeout_s * (cfg.retries + 1) * 4 + cfg.health_timeout_s)
         if todo:
             batches = [tuple(todo[i:i + cfg.clips_per_task]) for i in range(0, len(todo), cfg.clips_per_task)]
@@ -245,15 +253,24 @@ class Curation:
                       for c in clips if c.scores.get("clip_embedding") is not None]
         for clip in clips:
             clip.scores.pop("clip_embedding", None)
-        write_table(embeddings, EMBEDDINGS_SCHEMA, self.output / "embeddings.parquet")
-        placed = write_shards([c.row() for c in clips if c.kept],
-                              lambda r: self.work.clip_path(r["input_id"], r["clip_id"]).read_bytes(),
-                              lambda r: {"txt": r["caption"].encode()} if r.get("caption") else {},
-                              self.output / "shards", self.config.shards)
+        write_table(embeddings, EMBEDDINGS_SCHEMA, self.store, "embeddings.parquet")
+        placed = write_shards([c.row() for c in clips if c.kept], self.store, self.config.shards, self.write_shard_jobs)
         for clip in clips:
             clip.shard, clip.key = placed.get(clip.clip_id, (None, None))
-        write_table([r.input.row() for r in results], inputs_schema(), self.output / "inputs.parquet")
+        write_table([r.input.row() for r in results], inputs_schema(), self.store, "inputs.parquet")
         shots = [{"input_id": r.input.input_id, **dataclasses.asdict(s)} for r in results for s in r.shots]
-        write_table(shots, shots_schema(), self.output / "shots.parquet")
-        write_table([c.row() for c in clips], manifest_schema(), self.output / "manifest.parquet")
+        write_table(shots, shots_schema(), self.store, "shots.parquet")
+        write_table([c.row() for c in clips], manifest_schema(), self.store, "manifest.parquet")
+
+    def write_shard_jobs(self, jobs: list[ShardJob]) -> dict[str, list[str]]:
+        """Shard tars written by workers, which read the clip files from OUTPUT: shard name -> signature."""
+        written: dict[str, list[str]] = {}
+
+        def collect(done: Done) -> None:
+            if not done.error:
+                written[done.tag] = done.value
+
+        pool = self.runner.pool(WriteShard, self.work, resources=self.config.ray.transcode)
+        self.runner.map(pool, ((name, (name, rows)) for name, rows in jobs), collect)
+        return written
 

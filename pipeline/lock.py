@@ -1,6 +1,7 @@
 """One writer per output: OUTPUT/.vidmill.lock holds the running command's host, PID and start time.
 
-Taken with an exclusive create, so two runs racing for one output cannot both win. A lock whose PID is
+Taken with an exclusive create (O_EXCL locally, a conditional PUT `If-None-Match: *` on S3: the
+Store's `create`), so two runs racing for one output cannot both win. A lock whose PID is
 gone on this host is stale and taken over (with a message); a lock held by a live process, or by
 another host (whose processes cannot be checked from here), refuses the run unless `force` is given.
 """
@@ -12,6 +13,8 @@ import os
 import socket
 import time
 from pathlib import Path
+
+from vidmill.pipeline.output.store import Store
 
 LOCK_NAME = ".vidmill.lock"
 
@@ -31,27 +34,24 @@ def _alive(pid: int) -> bool:
 
 
 class OutputLock:
-    def __init__(self, output: Path, force: bool = False, note: callable = print):
-        self.path = Path(output) / LOCK_NAME
+    def __init__(self, output: Store | Path | str, force: bool = False, note: callable = print):
+        self.store = output if isinstance(output, Store) else Store(str(output))
+        self.path = self.store.url(LOCK_NAME)  # for messages
         self.force, self.note = force, note
         self.held = False
 
     def holder(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
+            return json.loads(self.store.get(LOCK_NAME))
         except (OSError, json.JSONDecodeError):
             return None
 
     def acquire(self) -> OutputLock:
         me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
+            if not self.store.create(LOCK_NAME, json.dumps(me).encode()):
                 self._clear_or_refuse()
                 continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
             self.held = True
             return self
         raise OutputLocked(f"could not take the lock {self.path}")
@@ -69,13 +69,13 @@ class OutputLock:
             where = "this host" if held.get("host") == socket.gethostname() else f"host {held.get('host')}"
             hint = "" if held.get("host") == socket.gethostname() else \
                 " (if that run is dead, re-run with --force)"
-            raise OutputLocked(f"another vidmill run is writing {self.path.parent}: PID {held.get('pid')} on "
+            raise OutputLocked(f"another vidmill run is writing {self.store.uri}: PID {held.get('pid')} on "
                                f"{where}, started {held.get('started')}{hint}")
-        self.path.unlink(missing_ok=True)
+        self.store.remove(LOCK_NAME)
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            self.store.remove(LOCK_NAME)
             self.held = False
 
     def __enter__(self) -> OutputLock:

@@ -19,6 +19,7 @@ from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.executor.actor_pool import ActorPool, Done
 from vidmill.pipeline.executor.runner import StageRunner
 from vidmill.pipeline.outcomes import ScoreStatus
+from vidmill.pipeline.output.workdir import WorkDir
 from vidmill.pipeline.records import ClipRecord, InputResult
 from vidmill.pipeline.scoring.base import ScoreBatch
 from vidmill.pipeline.sources import InputRef
@@ -53,9 +54,9 @@ def score_batches(result: InputResult, size: int, only: frozenset[str] | None = 
 class AnalyseAndScore:
     def __init__(self, config: CurateConfig, runner: StageRunner, scorers: list[type],
                  finished: Callable[[InputResult, bool], None], passing: Callable[[list[ClipRecord]], list[ClipRecord]],
-                 transcoded: Callable[[Done], None], progress: bool = True):
+                 transcoded: Callable[[Done], None], progress: bool = True, work: WorkDir | None = None):
         """`finished(result, retryable)` stores an input; `passing` picks clips to transcode early;
-        `transcoded` saves what transcode returns."""
+        `transcoded` records what transcode returns; `work`: where transcode workers publish clip files."""
         self.config, self.runner = config, runner
         self.finished, self.passing, self.transcoded = finished, passing, transcoded
         self.progress = progress
@@ -68,7 +69,7 @@ class AnalyseAndScore:
         self.first = [p for p in self.scoring if p.name not in expensive]  # all pools when the cascade is off
         self.second = [p for p in self.scoring if p.name in expensive]
         self.cheap, _ = split_scorers(scorers)
-        self.transcode = runner.pool(TranscodeClips, config, resources=config.ray.transcode,
+        self.transcode = runner.pool(TranscodeClips, config, work, resources=config.ray.transcode,
                                      timeout_s=config.decode.input_timeout_s)
         self.assembler = AnalyzeInput(config)
         self.inputs: dict[str, _Input] = {}

@@ -2,6 +2,8 @@
 
 A batch holds up to `clips_per_task` spans of one input: the input is opened and sought once, and
 each output frame at time start + k / fps takes the latest source frame shown at that time.
+Given a WorkDir, the worker publishes each clip file to OUTPUT itself (through its Store) and returns
+only the sizes: no clip bytes travel back to the driver.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import av
 from vidmill.pipeline.analysis.decode import DecodedFrame, DecodeError, VideoReader, scaled_to
 from vidmill.pipeline.analysis.spans import ClipSpan
 from vidmill.pipeline.config import CurateConfig
+from vidmill.pipeline.output.workdir import WorkDir
 from vidmill.pipeline.records import ClipRecord
 from vidmill.pipeline.sources import open_input
 from vidmill.pipeline.stage import Stage
@@ -29,9 +32,10 @@ class ClipBatch:
 
 @dataclass
 class TranscodeResult:
-    videos: dict[str, bytes] = field(default_factory=dict)
+    videos: dict[str, bytes] = field(default_factory=dict)  # only without a WorkDir (tests, tools)
     errors: dict[str, str] = field(default_factory=dict)
     frames_out: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)  # clip_id -> bytes of every clip made
 
 
 def clip_batches(clips: list[ClipRecord], size: int) -> list[ClipBatch]:
@@ -108,9 +112,9 @@ class _ClipEncoder:
 class TranscodeClips(Stage):
     name = "transcode"
 
-    def __init__(self, config: CurateConfig):
+    def __init__(self, config: CurateConfig, work: WorkDir | None = None):
         super().__init__(config.ray.transcode)
-        self.config = config
+        self.config, self.work = config, work
 
     def process(self, batch: ClipBatch) -> TranscodeResult:
         result = TranscodeResult()
@@ -139,16 +143,26 @@ class TranscodeClips(Stage):
                         result.errors[enc.span.clip_id] = "no frames in span"
                         enc.container.close()
                         continue
-                    result.videos[enc.span.clip_id] = enc.close()
+                    self._publish(result, batch.input_id, enc.span.clip_id, enc.close())
                     result.frames_out += enc.k
         except DecodeError as exc:
             for span in batch.clips:
                 result.videos.pop(span.clip_id, None)
+                if result.sizes.pop(span.clip_id, None) is not None and self.work is not None:
+                    self.work.store.remove(self.work.clip_path(batch.input_id, span.clip_id))
                 result.errors[span.clip_id] = f"transcode: {exc}"
         finally:
             if not isinstance(source, str):
                 source.close()
         return result
+
+    def _publish(self, result: TranscodeResult, input_id: str, clip_id: str, data: bytes) -> None:
+        """A finished clip to OUTPUT (with a WorkDir) or into the result (without one)."""
+        if self.work is not None:
+            self.work.save_clip(input_id, clip_id, data)
+        else:
+            result.videos[clip_id] = data
+        result.sizes[clip_id] = len(data)
 
     @staticmethod
     def _emit_until(encoders: list[_ClipEncoder], until_s: float, shown: DecodedFrame,

@@ -47,3 +47,28 @@ def curated(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("curated")
     Curation(str(samples), out, CurateConfig(), progress=False).run()
     return out
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """A local S3-compatible endpoint (moto's server on 127.0.0.1, a free port) with one bucket, `vidmill`.
+    Yields the fsspec storage options that point s3fs at it."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem(**options).mkdir("vidmill")
+        yield options
+    finally:
+        server.stop()

@@ -2,6 +2,8 @@
 
 Frames come from the clip as transcoded (what training will see), sampled at `captions.fps` and scaled
 to `captions.short_side`. Results are dicts that curate.py stores one file per clip as they arrive.
+An item names its clip file in OUTPUT (`path`); the worker reads it from the Store itself, so the
+driver sends paths, not clip bytes (`mp4` holds bytes only where there is no Store: tests, tools).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from vidmill.pipeline.captions.client import CaptionRequest, OpenAIClient, VLLMS
 from vidmill.pipeline.captions.prompt import build_prompt, caption_json, signals_caption
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.outcomes import CAPTION_ERROR
+from vidmill.pipeline.output.store import Store
 from vidmill.pipeline.records import ClipRecord
 from vidmill.pipeline.stage import Stage
 
@@ -26,17 +29,18 @@ from vidmill.pipeline.stage import Stage
 class CaptionItem:
     clip_id: str
     duration_s: float
-    mp4: bytes
+    mp4: bytes | None = None
     camera_motion: str | None = None
     text_area_max: float | None = None
+    path: str | None = None  # the clip file, relative to the stage's Store
 
 
 class CaptionClips(Stage):
     name = "caption"
 
-    def __init__(self, config: CurateConfig):
+    def __init__(self, config: CurateConfig, store: Store | None = None):
         super().__init__(config.ray.caption)
-        self.cfg = config.captions
+        self.cfg, self.store = config.captions, store
         self.client: OpenAIClient | None = None
         self.server: VLLMServer | None = None
         if self.cfg.backend not in ("signals", "openai", "vllm"):
@@ -64,7 +68,8 @@ class CaptionClips(Stage):
 
     def frames(self, item: CaptionItem) -> list[tuple[float, np.ndarray]]:
         out, next_t = [], 0.0
-        with VideoReader(io.BytesIO(item.mp4)) as reader:
+        mp4 = item.mp4 if item.mp4 is not None else self.store.get(item.path)
+        with VideoReader(io.BytesIO(mp4)) as reader:
             probe = reader.probe
             size = scaled_to((probe.display_width, probe.display_height), short_side=self.cfg.short_side)
             for frame in reader.decoded():

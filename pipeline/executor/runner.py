@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
@@ -30,6 +31,9 @@ class StageRunner:
     def __init__(self, address: str | None = None, stats: dict[str, StageStats] | None = None):
         self.address = address
         self.stats: dict[str, StageStats] = stats if stats is not None else {}
+        # per stage, pickled sizes of what the driver received (results) and sent (items, once per item)
+        self.driver_bytes: dict[str, int] = {}
+        self.driver_bytes_sent: dict[str, int] = {}
 
     def pool(self, stage: type[Stage] | Callable[..., Stage], *args: Any, name: str | None = None,
              resources: StageResources, timeout_s: float | Callable[[Any], float] | None = None,
@@ -67,6 +71,8 @@ class StageRunner:
         stats = self.stats.setdefault(name, StageStats())
         stats.items += items
         stats.busy_s += done.seconds
+        self.driver_bytes[name] = self.driver_bytes.get(name, 0) + len(pickle.dumps(done.value))
+        self.driver_bytes_sent[name] = self.driver_bytes_sent.get(name, 0) + len(pickle.dumps(done.item))
         if done.error:  # timeouts, worker deaths and retries are counted by the pool where they happen
             stats.errors += 1
 

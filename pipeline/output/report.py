@@ -15,14 +15,14 @@ from typing import Any
 from vidmill import __version__
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.outcomes import ScoreState, reason
-from vidmill.pipeline.output.workdir import atomic_write
+from vidmill.pipeline.output.store import Store
 from vidmill.pipeline.records import ClipRecord, InputRecord
 from vidmill.pipeline.scoring import registered
 from vidmill.pipeline.sources import Listing
 from vidmill.pipeline.stage import StageStats
 
 
-def run_summary(input_uri: str, output: Path, config: CurateConfig, inputs: list[InputRecord], n_shots: int,
+def run_summary(input_uri: str, output: Path | str, config: CurateConfig, inputs: list[InputRecord], n_shots: int,
                 clips: list[ClipRecord], stats: dict[str, StageStats], resumed: int, started: float,
                 listing: Listing | None = None) -> dict[str, Any]:
     wall = time.time() - started
@@ -54,8 +54,17 @@ def run_summary(input_uri: str, output: Path, config: CurateConfig, inputs: list
     }
 
 
-def write_run_json(summary: dict[str, Any], output: Path) -> None:
-    atomic_write(output / "run.json", json.dumps(summary, indent=2, default=str).encode())
+def driver_traffic(received: dict[str, int], sent: dict[str, int], clip_bytes_written: int) -> dict[str, Any]:
+    """run.json's measure of what passed through the driver (pickled sizes per stage) beside the clip bytes
+    the workers published: clip files go worker -> OUTPUT, never through the driver."""
+    return {"driver_bytes_received": {"total": sum(received.values()), **dict(sorted(received.items()))},
+            "driver_bytes_sent": {"total": sum(sent.values()), **dict(sorted(sent.items()))},
+            "clip_bytes_written": clip_bytes_written}
+
+
+def write_run_json(summary: dict[str, Any], output: Store | Path | str) -> None:
+    store = output if isinstance(output, Store) else Store(str(output))
+    store.put("run.json", json.dumps(summary, indent=2, default=str).encode())
 
 
 def caption_throughput(stats: dict[str, StageStats]) -> dict[str, float]:

@@ -10,46 +10,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
+from vidmill.pipeline.output.store import FILE_MODE, Store, atomic_write
 from vidmill.pipeline.records import InputResult
 from vidmill.pipeline.sources import InputRef
 
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+__all__ = ["FILE_MODE", "WorkDir", "atomic_write", "prepare_output"]
 
 
-FILE_MODE = 0o666 & ~_umask()  # what open() would give: outputs readable as the umask allows
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file and rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def prepare_output(input_uri: str, output_uri: str) -> None:
-    """OUTPUT must be a writable local directory that is not INPUT itself (one line each, before any work)."""
+def prepare_output(input_uri: str, output: Store | str) -> None:
+    """OUTPUT must be a writable local directory or a reachable, writable object-store prefix, and not
+    INPUT itself (one line each, before any work)."""
     from vidmill.pipeline.sources import same_location
 
-    if "://" in output_uri and not output_uri.startswith("file://"):
-        raise ValueError(f"OUTPUT {output_uri}: object-store outputs are not supported yet; write to a local "
-                         "or shared filesystem path")
-    output = Path(output_uri.removeprefix("file://"))
+    store = output if isinstance(output, Store) else Store(output)
+    if not store.local:
+        if same_location(input_uri, store.uri):
+            raise ValueError(f"OUTPUT {store.uri} is INPUT itself: choose another prefix (outputs would be "
+                             "listed as inputs on the next run)")
+        _check_object_store(store)
+        return
+    output = Path(store.uri)
     if same_location(input_uri, str(output)):
         raise ValueError(f"OUTPUT {output} is INPUT itself: choose another directory (outputs would be "
                          "listed as inputs on the next run)")
@@ -63,36 +47,70 @@ def prepare_output(input_uri: str, output_uri: str) -> None:
         raise ValueError(f"OUTPUT {output} is not writable by this user")
 
 
+def _check_object_store(store: Store) -> None:
+    """Write, read back and remove a probe object: the bucket exists, is reachable and writable."""
+    probe = f"_work/.probe-{uuid.uuid4().hex}"
+    try:
+        store.put(probe, b"vidmill")
+        ok = store.get(probe) == b"vidmill"
+        store.remove(probe)
+    except ImportError as exc:
+        raise ValueError(f"OUTPUT {store.uri}: {exc} (every node needs the filesystem package)") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the filesystem is one line for the user
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"OUTPUT {store.uri} is not writable: {type(exc).__name__}: {text}") from None
+    if not ok:
+        raise ValueError(f"OUTPUT {store.uri}: a probe object read back different bytes")
+
+
 class WorkDir:
-    def __init__(self, output: Path, fingerprint: str):
-        self.root = output / "_work"
+    """_work under a Store: paths are relative to OUTPUT; pickles small (the Store is URI + options)."""
+
+    def __init__(self, store: Store | Path | str, fingerprint: str):
+        self.store = store if isinstance(store, Store) else Store(str(store))
+        self.root = "_work"
         self.fingerprint = fingerprint
-        self.clips_dir = self.root / "clips" / hashlib.sha1(fingerprint.encode()).hexdigest()[:12]
+        self.clips_dir = f"{self.root}/clips/{hashlib.sha1(fingerprint.encode()).hexdigest()[:12]}"
 
-    def marker(self, input_id: str) -> Path:
-        return self.root / "inputs" / f"{input_id}.json"
+    def marker(self, input_id: str) -> str:
+        return f"{self.root}/inputs/{input_id}.json"
 
-    def clip_path(self, input_id: str, clip_id: str) -> Path:
-        return self.clips_dir / input_id / f"{clip_id}.mp4"
+    def clip_path(self, input_id: str, clip_id: str) -> str:
+        return f"{self.clips_dir}/{input_id}/{clip_id}.mp4"
+
+    def has_clip(self, input_id: str, clip_id: str) -> bool:
+        return self.store.exists(self.clip_path(input_id, clip_id))
+
+    def clip_sizes(self) -> dict[str, int]:
+        """Clip files made under this fingerprint: clip path -> size (one listing)."""
+        return self.store.find(self.clips_dir)
+
+    def save_clip(self, input_id: str, clip_id: str, data: bytes) -> None:
+        self.store.put(self.clip_path(input_id, clip_id), data)
+
+    def read_clip(self, input_id: str, clip_id: str) -> bytes:
+        return self.store.get(self.clip_path(input_id, clip_id))
 
     def save(self, result: InputResult) -> None:
         """Persist one analysed and scored input (its marker); taps are not kept once scored."""
         record = {"fingerprint": self.fingerprint, **result.work_json()}
-        atomic_write(self.marker(result.input.input_id), json.dumps(record).encode())
+        self.store.put(self.marker(result.input.input_id), json.dumps(record).encode())
 
-    def caption_path(self, clip_id: str) -> Path:
-        return self.root / "captions" / f"{clip_id}.json"
+    def caption_path(self, clip_id: str) -> str:
+        return f"{self.root}/captions/{clip_id}.json"
 
     def save_caption(self, clip_id: str, fingerprint: str, result: dict[str, Any]) -> None:
-        atomic_write(self.caption_path(clip_id), json.dumps({"fingerprint": fingerprint, **result}).encode())
+        self.store.put(self.caption_path(clip_id), json.dumps({"fingerprint": fingerprint, **result}).encode())
 
     def load_caption(self, clip_id: str, fingerprint: str) -> dict[str, Any] | None:
-        path = self.caption_path(clip_id)
+        record = self._read_json(self.caption_path(clip_id))
+        return record if record and record.get("fingerprint") == fingerprint and record.get("caption") else None
+
+    def _read_json(self, rel: str) -> dict[str, Any] | None:
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            return json.loads(self.store.get(rel))
+        except (OSError, json.JSONDecodeError):  # FileNotFoundError is an OSError
             return None
-        return record if record.get("fingerprint") == fingerprint and record.get("caption") else None
 
     def load_current(self, ref: InputRef) -> InputResult | None:
         """The stored result of `ref` if it was made from the same content version, else None; a stale
@@ -108,21 +126,17 @@ class WorkDir:
 
     def forget(self, input_id: str) -> None:
         """Remove an input's marker, clip files (under every fingerprint) and captions."""
-        self.marker(input_id).unlink(missing_ok=True)
-        for folder in (self.root / "clips").glob(f"*/{input_id}"):
-            shutil.rmtree(folder, ignore_errors=True)
-        for caption in (self.root / "captions").glob(f"{input_id}_*.json"):
-            caption.unlink(missing_ok=True)
+        self.store.remove(self.marker(input_id))
+        for clip in self.store.glob(f"{self.root}/clips/*/{input_id}/*"):
+            self.store.remove(clip)
+        for folder in self.store.glob(f"{self.root}/clips/*/{input_id}"):
+            self.store.remove_tree(folder)
+        for caption in self.store.glob(f"{self.root}/captions/{input_id}_*.json"):
+            self.store.remove(caption)
 
     def load(self, input_id: str) -> InputResult | None:
         """The stored result of a complete input made under this fingerprint, else None."""
-        path = self.marker(input_id)
-        if not path.exists():
-            return None
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if record.get("fingerprint") != self.fingerprint:
+        record = self._read_json(self.marker(input_id))
+        if record is None or record.get("fingerprint") != self.fingerprint:
             return None
         return InputResult.from_work_json(record)

@@ -225,7 +225,7 @@ def test_no_ray_processes_outlive_a_killed_driver(samples: Path, tmp_path: Path)
 
 
 def test_unreachable_bucket_and_object_store_output_are_one_line(bucket: Path, tmp_path: Path):
-    """s3:// with no server behind it (an endpoint on a closed loopback port, no retries) and an s3:// OUTPUT."""
+    """s3:// with no server behind it (an endpoint on a closed loopback port, no retries), as INPUT and as OUTPUT."""
     import socket as sock
 
     with sock.socket() as s:
@@ -236,5 +236,6 @@ def test_unreachable_bucket_and_object_store_output_are_one_line(bucket: Path, t
     result = curate("s3://nobucket/raw", tmp_path / "o", "--set", options)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "cannot list s3://nobucket/raw" in result.stderr and len(result.stderr.strip().splitlines()) <= 2
-    result = curate(bucket, "s3://bucket/out")
-    assert result.returncode == 2 and "object-store outputs are not supported" in result.stderr
+    result = curate(bucket, "s3://bucket/out", "--set", options.replace("source.", "output.", 1))
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # OUTPUT is probed before any work
+    assert "OUTPUT s3://bucket/out is not writable" in result.stderr and len(result.stderr.strip().splitlines()) <= 2
