@@ -16,12 +16,14 @@ CAMERA = ["static", "pan_left", "pan_right", "tilt_up", "zoom_in", "zoom_out"]
 
 
 def synthetic_results(n_inputs: int, clips: int = 10, duplicates: float = 0.05, embeddings: bool = False,
-                      seed: int = 0, prefix: str = "s3://bucket/raw") -> Iterator[InputResult]:
-    """`n_inputs` results in source_uri order; about `duplicates` of the clips copy a recent clip's hashes
-    (a third of them exactly, the rest with a few pHash bits flipped)."""
-    rng = random.Random(seed)
-    recent: list[tuple[str, list[int]]] = []
-    for number in range(n_inputs):
+                      seed: int = 0, prefix: str = "s3://bucket/raw", start: int = 0) -> Iterator[InputResult]:
+    """Inputs number `start` .. `start + n_inputs - 1`, in source_uri order; about `duplicates` of the clips copy
+    the hashes of a recent clip or of a pool shared by every `start` (so parts made apart share duplicates):
+    a third of them exactly, the rest with two pHash bits flipped."""
+    shared = random.Random(seed)
+    recent = [(f"{shared.getrandbits(160):040x}", [shared.getrandbits(64) for _ in range(3)]) for _ in range(200)]
+    rng = random.Random(seed * 1_000_003 + start)
+    for number in range(start, start + n_inputs):
         uri = f"{prefix}/{number:09d}.mp4"
         input_id = input_id_for(uri)
         n = max(1, clips + rng.randint(-2, 2))
