@@ -198,25 +198,10 @@ def open_input(source_uri: str, storage_options: dict | None = None) -> str | IO
     return fs.open(path, "rb", block_size=4 * 1024 * 1024, cache_type="readahead")
 
 
-def list_bucket(uri: str, config: SourceConfig, output: str | None = None) -> Listing:
-    """`scan_inputs` for a run: an unlistable bucket (missing credentials, unreachable endpoint, denied) and an
-    empty one are one-line errors that say why."""
-    try:
-        listing = scan_inputs(uri, config, output)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # whatever the fsspec driver raises: one line, no traceback
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
-        raise ValueError(f"cannot list {uri}: {type(exc).__name__}: {detail}") from None
-    if not listing.refs:
-        raise ValueError(f"no inputs found under {uri} with extensions {', '.join(config.extensions)}{listing.note()}")
-    return listing
-
-
 def stream_bucket(uri: str, config: SourceConfig, output: str | None = None,
                   listing: Listing | None = None) -> Iterator[InputRef]:
-    """`iter_inputs` for a run, with `list_bucket`'s one-line errors (raised when the page that fails is
-    reached; an empty bucket when the walk ends with nothing)."""
+    """`iter_inputs` for a run: an unlistable bucket (missing credentials, unreachable endpoint, denied) and an
+    empty one are one-line errors that say why (raised when the failing page is reached, or the walk ends empty)."""
     listing = listing if listing is not None else Listing()
     refs = iter_inputs(uri, config, output, listing)
     while True:
