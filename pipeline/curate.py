@@ -103,8 +103,9 @@ class Curation:
         return summary
 
     def finalize_settings(self) -> Settings:
+        clips_dir = f"{self.layout.output}/{self.work.clips_dir.relative_to(self.output).as_posix()}"  # absolute
         return Settings(self.layout, self.work.fingerprint, self.config.thresholds, self.config.shards,
-                        bucket_partitions(self.listed.parts), str(self.work.clips_dir))
+                        bucket_partitions(self.listed.parts), clips_dir)
 
     def phase(self, text: str) -> None:
         """One line as each phase after the analysis bar starts (so no phase passes in silence)."""
@@ -121,7 +122,6 @@ class Curation:
         self.phase(f"listing {self.input_uri}")
         refs = stream_bucket(self.input_uri, self.config.source, str(self.output), self.listing)
         first = next(refs)
-        self.listed = ListingWriter(self.layout, INPUTS_PER_PART)
         return itertools.chain([first], refs)
 
     def resume(self, refs: Iterable[InputRef]) -> Iterator[InputRef]:

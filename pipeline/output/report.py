@@ -16,22 +16,15 @@ from vidmill import __version__
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.outcomes import reason
 from vidmill.pipeline.output.workdir import atomic_write
-from vidmill.pipeline.records import ClipRecord, InputRecord
 from vidmill.pipeline.sources import Listing
 from vidmill.pipeline.stage import StageStats
-
-
-def clip_counts(inputs: list[InputRecord], n_shots: int, clips: list[ClipRecord]) -> dict[str, Any]:
-    """run.json's counts of inputs, shots and clips, from the rows in memory."""
-    from vidmill.pipeline.finalize.stages import part_counts
-
-    return part_counts(inputs, n_shots, clips)
 
 
 def run_summary(input_uri: str, output: Path, config: CurateConfig, counted: dict[str, Any],
                 stats: dict[str, StageStats], resumed: int, started: float,
                 listing: Listing | None = None) -> dict[str, Any]:
-    """run.json; `counted`: `clip_counts` (or finalize's merged part counts)."""
+    """run.json; `counted`: the counts of inputs, shots and clips that finalize merged from its parts
+    (finalize/stages.py part_counts)."""
     wall = time.time() - started
     video_s = counted["video_seconds"]
     counts = {
