@@ -6,7 +6,7 @@
     keys/b-0000/part-00000.parquet  LSH bucket keys of part 0 that hash to bucket partition 0
     dups.parquet                 clip_id -> dup_group, dup_of for clips in a duplicate group
     updates/part-00000.jsonl     kept clips after transcode / caption (clip_bytes, captions, rejections)
-    staged/part-00000.parquet    manifest rows before shard names; plan/part-00000.json its shard plan
+    staged/part-00000.jsonl      manifest rows before shard names; plan/part-00000.json its shard plan
     tables/{name}/part-00000.parquet  the finished parts of manifest, inputs, shots, embeddings
 """
 

@@ -191,8 +191,8 @@ class PlanPart(Stage):
                       for c in clips if c.scores.get("clip_embedding") is not None]
         for clip in clips:
             clip.scores.pop("clip_embedding", None)
-        rows = [c.row() for c in clips]
-        layout.write_table(table_of(rows, manifest_schema()), layout.part("staged", part))
+        rows = [c.row() for c in clips]  # kept as JSON: each shard's {key}.json is this row, as before
+        layout.write_lines(layout.part("staged", part, "jsonl"), (json.dumps(r) for r in rows))
         plan = [[r["clip_id"] for r in shard] for shard in plan_shards([r for r in rows if r["kept"]], self.s.shards)]
         layout.write_bytes(layout.part("plan", part, "json"), json.dumps(plan).encode())
         layout.write_table(table_of([r.row() for r in inputs], inputs_schema()), layout.table_part("inputs", part))
@@ -261,8 +261,7 @@ class WritePart(Stage):
     def process(self, item: tuple[int, int]) -> dict[str, str]:
         part, first = item
         layout = self.s.layout
-        table = layout.read_table(layout.part("staged", part))
-        rows = table.to_pylist()
+        rows = list(layout.read_lines(layout.part("staged", part, "jsonl")))
         plan = layout.read_json(layout.part("plan", part, "json")) or []
         by_id = {r["clip_id"]: r for r in rows}
         index = {}
@@ -273,5 +272,5 @@ class WritePart(Stage):
                 index[name] = write_shard(layout, name, members, self.s.clips_dir, self.old_index.get(name))
             else:
                 index[name] = ""
-        layout.write_table(table_of(rows, table.schema), layout.table_part("manifest", part))
+        layout.write_table(table_of(rows, manifest_schema()), layout.table_part("manifest", part))
         return index
