@@ -125,8 +125,10 @@ def _local_file_info(path: str) -> dict:
 
 
 def _walk_store(fs: fsspec.AbstractFileSystem, root: str, recursive: bool) -> Iterator[tuple[str, dict]]:
-    """Objects under `root` one listing page per prefix (fs.ls: s3fs and gcsfs page through it), in key order."""
+    """Objects under `root` one listing page per prefix (fs.ls: s3fs and gcsfs page through it), in key order.
+    A page is one prefix's direct children: a flat prefix of a million objects is one page of a million."""
     page = fs.ls(root, detail=True)
+    fs.invalidate_cache(root)  # s3fs / gcsfs keep every listing otherwise: the driver would hold the bucket
     keyed = sorted(((info["name"].rstrip("/") + "/" if info.get("type") == "directory" else info["name"], info)
                     for info in page), key=lambda pair: pair[0])
     for key, info in keyed:
