@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 
 # Columns left in Parquet: large per-row text that only a page of clips ever needs.
 WIDE_COLUMNS = {"caption", "captions_per_second", "caption_raw", "phashes", "phash", "content_hash", "error",
@@ -37,7 +38,7 @@ class Output:
     @classmethod
     def open(cls, index: int, path: str | Path) -> Output:
         root = Path(path).resolve()
-        if not (root / "manifest.parquet").is_file():
+        if not (root / "manifest.parquet").exists():
             raise FileNotFoundError(f"{path}: no manifest.parquet (not a vidmill curate output)")
         run_path = root / "run.json"
         run = json.loads(run_path.read_text()) if run_path.is_file() else {}
@@ -53,6 +54,22 @@ class Output:
 
     def parquet(self, name: str) -> str:
         return _quote(self.root / name)
+
+    def manifest_rows(self) -> str:
+        """The manifest as a DuckDB relation with a `file_row_number` unique over the whole table: a single
+        manifest.parquet, or the parts of the manifest.parquet/ dataset (part-00000.parquet ...) one after
+        the other, each part's row numbers offset by the rows before it."""
+        path = self.root / "manifest.parquet"
+        if path.is_file():
+            return f"read_parquet({_quote(path)}, file_row_number = true)"
+        parts, offset, selects = sorted(path.glob("*.parquet")), 0, []
+        for part in parts:
+            selects.append(f"SELECT * REPLACE (file_row_number + {offset} AS file_row_number) "
+                           f"FROM read_parquet({_quote(part)}, file_row_number = true)")
+            offset += pq.read_metadata(part).num_rows
+        if not selects:
+            raise FileNotFoundError(f"{path}: an empty manifest dataset (no part files)")
+        return "(" + " UNION ALL ".join(selects) + ")"
 
 
 def _quote(path: Path) -> str:
@@ -74,15 +91,14 @@ class Store:
 
     def _load(self, out: Output) -> None:
         i = out.index
-        manifest = out.parquet("manifest.parquet")
-        self.con.execute(f"CREATE VIEW manifest_{i} AS SELECT *, file_row_number AS rid "
-                         f"FROM read_parquet({manifest}, file_row_number = true)")
-        names = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({manifest})").fetchall()]
+        rows = out.manifest_rows()
+        self.con.execute(f"CREATE VIEW manifest_{i} AS SELECT *, file_row_number AS rid FROM {rows}")
+        names = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * EXCLUDE (file_row_number) FROM {rows}").fetchall()]
         narrow = [n for n in names if n not in WIDE_COLUMNS]
         select = ", ".join(f'"{n}"' for n in narrow)
         captioned = "caption IS NOT NULL" if "caption" in names else "false"
         self.con.execute(f"CREATE TABLE clips_{i} AS SELECT file_row_number AS rid, {select}, "
-                         f"{captioned} AS captioned FROM read_parquet({manifest}, file_row_number = true)")
+                         f"{captioned} AS captioned FROM {rows}")
         for table in ("inputs", "shots"):
             if out.file(f"{table}.parquet"):
                 source = out.parquet(f"{table}.parquet")

@@ -9,44 +9,42 @@ records (records.py); Ray work goes through one StageRunner (executor/runner.py)
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from vidmill.pipeline.analysis.analyze import error_result
 from vidmill.pipeline.captions.stage import CaptionClips, CaptionItem, apply_caption
 from vidmill.pipeline.cascade import newly_eligible
 from vidmill.pipeline.config import CurateConfig
 from vidmill.pipeline.decide import filter_reasons
-from vidmill.pipeline.dedup import mark_duplicates
 from vidmill.pipeline.executor.actor_pool import Done
 from vidmill.pipeline.executor.runner import StageRunner
+from vidmill.pipeline.finalize import Finalize, Layout, ListingWriter
+from vidmill.pipeline.finalize.run import bucket_partitions
+from vidmill.pipeline.finalize.stages import Settings
 from vidmill.pipeline.lock import OutputLock
 from vidmill.pipeline.outcomes import TRANSCODE_ERROR
 from vidmill.pipeline.output.report import driver_traffic, format_summary, run_summary, write_run_json
 from vidmill.pipeline.output.store import Store
 from vidmill.pipeline.output.workdir import WorkDir, prepare_output
-from vidmill.pipeline.output.writers import ShardJob, WriteShard, write_shards, write_table
 from vidmill.pipeline.records import (
-    EMBEDDINGS_SCHEMA,
     ClipRecord,
     InputResult,
-    inputs_schema,
-    manifest_schema,
-    shots_schema,
 )
 from vidmill.pipeline.scoring import registered
-from vidmill.pipeline.sources import InputRef, Listing, list_bucket
+from vidmill.pipeline.sources import InputRef, Listing, stream_bucket
 from vidmill.pipeline.stage import StageStats
 from vidmill.pipeline.stream import AnalyseAndScore
 from vidmill.pipeline.transcode import TranscodeClips, clip_batches
 
 __all__ = ["Curation", "format_summary", "scorer_classes"]
 
+INPUTS_PER_PART = 1000  # inputs per finalize part: one worker task reads and writes one part
 WORK_SECTIONS = ("source", "decode", "shots", "spans", "transcode", "scoring")  # not thresholds
 
 
@@ -67,8 +65,10 @@ class Curation:
         self.scorers = scorer_classes(config)
         self.runner = StageRunner(stats={name: StageStats() for name in
                                          ["analyze", "transcode", *(c.name for c in self.scorers), "dedup", "caption"]})
-        self.results: dict[str, InputResult] = {}
-        self.resumed = 0
+        self.layout = Layout(self.store)
+        self.listed = ListingWriter(self.layout, INPUTS_PER_PART)
+        self.resumed = self.analysed = 0
+        self.rescore: dict[str, tuple[InputRef, InputResult, frozenset[str]]] = {}
         self.transcode_errors: dict[str, str] = {}
         self.clip_bytes_written = 0  # bytes of the clip files this run's transcode workers published
 
@@ -81,28 +81,33 @@ class Curation:
             return self._run(started)
 
     def _run(self, started: float) -> dict[str, Any]:
-        refs = self.list()
-        todo = self.resume(refs)
-        if todo:
-            self.analyse_and_score(todo)
-        self.score_newly_eligible(refs)
-        results = [self.results.get(ref.input_id) or error_result(ref, "not processed") for ref in refs]
-        clips = [clip for result in results for clip in result.clips]
-        self.phase(f"decide + dedup: {len(clips)} candidate clips")
-        self.decide(clips)
-        mark_duplicates(clips, self.config.thresholds, self.runner, self.config.ray.dedup)
-        self.transcode([c for c in clips if c.kept])
-        if self.config.captions.enabled:
-            self.phase(f"caption: {sum(c.kept for c in clips)} kept clips")
-            self.caption([c for c in clips if c.kept])
+        self.layout.clear("listing", "unsaved")
+        self.analyse_and_score(self.resume(self.list()))  # the listing is pulled as analysis takes inputs
+        self.listed.flush()
+        self.score_newly_eligible()
+        finalize = Finalize(self.finalize_settings(), self.listed.parts, self.runner, self.config.ray.dedup)
+        self.phase(f"decide + dedup: {self.listed.count} inputs in {self.listed.parts} parts")
+        finalize.decide_and_dedup()
+        for part, kept in finalize.kept_clips():  # one part's kept clips in the driver at a time
+            self.transcode(kept)
+            if self.config.captions.enabled:
+                self.phase(f"caption: {sum(c.kept for c in kept)} kept clips of part {part + 1}/{self.listed.parts}")
+                self.caption([c for c in kept if c.kept])
+            finalize.save_updates(part, kept)
         self.phase("write: shards, inputs / shots / manifest tables, run.json")
-        self.write(results, clips)
-        summary = run_summary(self.input_uri, self.output, self.config, [r.input for r in results],
-                              sum(len(r.shots) for r in results), clips, self.runner.stats, self.resumed, started,
-                              self.listing)
-        summary.update(driver_traffic(self.runner.driver_bytes, self.runner.driver_bytes_sent, self.clip_bytes_written))
+        counts = finalize.write()
+        self.runner.stats["dedup"].add({k: v for k, v in finalize.stats.items() if isinstance(v, int)})
+        summary = run_summary(self.input_uri, self.output, self.config, counts, self.runner.stats, self.resumed,
+                              started, self.listing)
+        summary.update(driver_traffic(self.runner.driver_bytes, self.runner.driver_bytes_sent,
+                                      self.clip_bytes_written))
         write_run_json(summary, self.store)
         return summary
+
+    def finalize_settings(self) -> Settings:
+        clips_dir = self.store.path(self.work.clips_dir)
+        return Settings(self.layout, self.work.fingerprint, self.config.thresholds, self.config.shards,
+                        bucket_partitions(self.listed.parts), clips_dir)
 
     def phase(self, text: str) -> None:
         """One line as each phase after the analysis bar starts (so no phase passes in silence)."""
@@ -113,50 +118,56 @@ class Curation:
     def check_output(self) -> None:
         prepare_output(self.input_uri, self.store)
 
-    def list(self) -> list[InputRef]:
-        """The bucket's inputs (files under OUTPUT left out)."""
+    def list(self) -> Iterator[InputRef]:
+        """The bucket's inputs page by page (files under OUTPUT left out); its first page is read now, so an
+        unlistable or empty bucket fails before any work; the total is known when the walk ends."""
         self.phase(f"listing {self.input_uri}")
-        self.listing = list_bucket(self.input_uri, self.config.source, self.store.uri)
-        return self.listing.refs
+        refs = stream_bucket(self.input_uri, self.config.source, self.store.uri, self.listing)
+        first = next(refs)
+        return itertools.chain([first], refs)
 
-    def resume(self, refs: list[InputRef]) -> list[InputRef]:
-        """Load the inputs finished under this config from the same content; return the rest."""
+    def resume(self, refs: Iterable[InputRef]) -> Iterator[InputRef]:
+        """Every listed input is written to the listing parts; those finished under this config from the same
+        content are counted (and kept only when the cascade must score them again); the rest are yielded."""
         for ref in refs:
+            self.listed.add(ref)
             result = self.work.load_current(ref)
-            if result is not None:
-                self.results[ref.input_id] = result
-        self.resumed = len(self.results)
-        return [ref for ref in refs if ref.input_id not in self.results]
+            if result is None:
+                yield ref
+                continue
+            self.resumed += 1
+            eligible = newly_eligible(result.clips, self.scorers, self.config.thresholds) \
+                if self.config.scoring.cascade else []
+            if eligible:
+                self.rescore[ref.input_id] = (ref, result, frozenset(c.clip_id for c in eligible))
 
-    def analyse_and_score(self, todo: list[InputRef]) -> None:
+    def analyse_and_score(self, todo: Iterable[InputRef]) -> None:
         AnalyseAndScore(self.config, self.runner, self.scorers, self.finished, self.passing, self.transcoded,
-                        self.progress, self.work).run(todo)
+                        self.progress, self.work).run(todo, total=lambda: self.listed.count - self.resumed)
 
-    def score_newly_eligible(self, refs: list[InputRef]) -> None:
+    def score_newly_eligible(self) -> None:
         """Cascade follow-up pass: clips whose expensive scores were skipped but that pass the cheap
         thresholds now (a threshold-only re-run that loosened one) are scored before decide."""
         if not self.config.scoring.cascade:
             return
-        rescore = {}
-        for ref in refs:
-            result = self.results.get(ref.input_id)
-            eligible = newly_eligible(result.clips, self.scorers, self.config.thresholds) if result else []
-            if eligible:
-                rescore[ref.input_id] = (result, frozenset(c.clip_id for c in eligible))
+        rescore = {input_id: (result, only) for input_id, (_, result, only) in self.rescore.items()}
         if rescore:
             expensive = [s for s in self.scorers if s.expensive]  # no pools for the cheap scorers
             AnalyseAndScore(self.config, self.runner, expensive, self.finished, self.passing, self.transcoded,
-                            self.progress, self.work).run([r for r in refs if r.input_id in rescore], rescore)
+                            self.progress, self.work).run([ref for ref, _, _ in self.rescore.values()], rescore)
         self.runner.stats.setdefault("rescore", StageStats()).add(
             {"inputs": len(rescore), "clips": sum(len(only) for _, only in rescore.values())})
+        self.rescore = {}
 
     def finished(self, result: InputResult, retryable: bool) -> None:
         """An input analysed and scored: its marker is written, unless a worker died (then it is reported
-        now and redone on the next run)."""
+        now, from an unsaved record, and redone on the next run). Only the count stays in the driver."""
         result.taps = None
-        if not retryable:
+        if retryable:
+            self.layout.save_unsaved(result, self.work.fingerprint)
+        else:
             self.work.save(result)
-        self.results[result.input.input_id] = result
+        self.analysed += 1
 
     def passing(self, clips: list[ClipRecord]) -> list[ClipRecord]:
         """Clips that pass every per-clip threshold and have no clip file yet: transcoded while the
@@ -165,17 +176,11 @@ class Curation:
         return [c for c in clips if c.kept and not filter_reasons(c.scores, th)
                 and not self.work.has_clip(c.input_id, c.clip_id)]
 
-    def decide(self, clips: list[ClipRecord]) -> None:
-        """Thresholds: every scorer's reasons join the span's own."""
-        th = self.config.thresholds
-        for clip in clips:
-            for reason in filter_reasons(clip.scores, th):
-                clip.reject(reason)
-
     def transcode(self, kept: list[ClipRecord]) -> None:
         """Transcode kept clips not made yet (e.g. after a threshold change); made files are reused."""
         cfg = self.config
-        made = self.work.clip_sizes()
+        inputs = {c.input_id for c in kept}
+        made = self.work.clip_sizes(inputs)
         todo = [c for c in kept if self.work.clip_path(c.input_id, c.clip_id) not in made
                 and c.clip_id not in self.transcode_errors]  # failed once in this run: not again
         if todo:
@@ -192,7 +197,7 @@ class Curation:
                                 collect)
             finally:
                 bar.close()
-            made = self.work.clip_sizes()
+            made = self.work.clip_sizes(inputs)
         for clip in kept:
             size = made.get(self.work.clip_path(clip.input_id, clip.clip_id))
             if size is not None:
@@ -246,31 +251,3 @@ class Curation:
                                           "output_tokens": tokens, "wall_s": round(time.time() - started, 3)})
         for clip in kept:
             apply_caption(clip, results.get(clip.clip_id, {"error": "not captioned"}))
-
-    def write(self, results: list[InputResult], clips: list[ClipRecord]) -> None:
-        """embeddings.parquet, the shards (kept clips), then inputs / shots / manifest tables."""
-        embeddings = [{"clip_id": c.clip_id, "clip_embedding": c.scores.pop("clip_embedding")}
-                      for c in clips if c.scores.get("clip_embedding") is not None]
-        for clip in clips:
-            clip.scores.pop("clip_embedding", None)
-        write_table(embeddings, EMBEDDINGS_SCHEMA, self.store, "embeddings.parquet")
-        placed = write_shards([c.row() for c in clips if c.kept], self.store, self.config.shards, self.write_shard_jobs)
-        for clip in clips:
-            clip.shard, clip.key = placed.get(clip.clip_id, (None, None))
-        write_table([r.input.row() for r in results], inputs_schema(), self.store, "inputs.parquet")
-        shots = [{"input_id": r.input.input_id, **dataclasses.asdict(s)} for r in results for s in r.shots]
-        write_table(shots, shots_schema(), self.store, "shots.parquet")
-        write_table([c.row() for c in clips], manifest_schema(), self.store, "manifest.parquet")
-
-    def write_shard_jobs(self, jobs: list[ShardJob]) -> dict[str, list[str]]:
-        """Shard tars written by workers, which read the clip files from OUTPUT: shard name -> signature."""
-        written: dict[str, list[str]] = {}
-
-        def collect(done: Done) -> None:
-            if not done.error:
-                written[done.tag] = done.value
-
-        pool = self.runner.pool(WriteShard, self.work, resources=self.config.ray.transcode)
-        self.runner.map(pool, ((name, (name, rows)) for name, rows in jobs), collect)
-        return written
-

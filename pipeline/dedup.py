@@ -39,15 +39,20 @@ class DedupRule:
     clip_cosine_min: float
 
 
+def bucket_keys(item: DedupItem, bands: int) -> list[tuple]:
+    """The LSH buckets of one item: its exact hash and each band of its middle pHash."""
+    width = 64 // bands
+    middle = item.phashes[len(item.phashes) // 2]
+    return [("exact", item.content_hash),
+            *((band, (middle >> (band * width)) & ((1 << width) - 1)) for band in range(bands))]
+
+
 def buckets(items: list[DedupItem], bands: int) -> list[list[DedupItem]]:
     """Groups of two or more items sharing an exact hash or one band of the middle pHash."""
     by_key: dict[tuple, list[DedupItem]] = defaultdict(list)
-    width = 64 // bands
     for item in items:
-        by_key[("exact", item.content_hash)].append(item)
-        middle = item.phashes[len(item.phashes) // 2]
-        for band in range(bands):
-            by_key[(band, (middle >> (band * width)) & ((1 << width) - 1))].append(item)
+        for key in bucket_keys(item, bands):
+            by_key[key].append(item)
     return [members for members in by_key.values() if len(members) > 1]
 
 
@@ -67,6 +72,30 @@ def is_duplicate(a: DedupItem, b: DedupItem, rule: DedupRule) -> bool:
     if a.embedding is not None and b.embedding is not None:
         return float(np.dot(a.embedding, b.embedding)) >= rule.clip_cosine_min
     return True
+
+
+def bucket_pairs(members: list[DedupItem], rule: DedupRule, block: int = 512) -> set[tuple[str, str]]:
+    """`is_duplicate` over every pair of one bucket, the pHash distances in numpy (rows in blocks)."""
+    if len(members) < 2:
+        return set()
+    ids = [m.clip_id for m in members]
+    hashes = np.array([list(m.phashes) for m in members], dtype=np.uint64)
+    _, content = np.unique([m.content_hash for m in members], return_inverse=True)
+    pairs = set()
+    for start in range(0, len(members), block):
+        rows = slice(start, start + block)
+        distance = np.bitwise_count(hashes[rows, None, :] ^ hashes[None, :, :]).max(axis=2)
+        same = content[rows, None] == content[None, :]
+        near = distance <= rule.phash_distance_max
+        upper = np.arange(start, min(start + block, len(members)))[:, None] < np.arange(len(members))[None, :]
+        for i, j in zip(*np.nonzero((same | near) & upper), strict=True):
+            a, b = members[start + i], members[j]
+            if a.clip_id == b.clip_id:
+                continue
+            if same[i, j] or a.embedding is None or b.embedding is None or \
+                    float(np.dot(a.embedding, b.embedding)) >= rule.clip_cosine_min:
+                pairs.add(tuple(sorted((ids[start + i], ids[j]))))
+    return pairs
 
 
 class NearDuplicatePairs(Stage):

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -31,6 +32,7 @@ class Listing:
     refs: list[InputRef] = field(default_factory=list)
     skipped_extensions: Counter = field(default_factory=Counter)  # ".wmv" -> files not in source.extensions
     excluded_output: int = 0  # files under OUTPUT when OUTPUT lies inside INPUT
+    listed: int = 0  # inputs found so far (a streaming listing's total grows as it goes)
 
     def note(self) -> str:
         """What was left out, as a clause for messages ('; skipped 2 .wmv; 3 files under OUTPUT left out')."""
@@ -81,27 +83,83 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def scan_inputs(uri: str, config: SourceConfig, output: str | None = None) -> Listing:
-    """Every file under `uri` whose extension is in config.extensions, sorted by URI; files under
-    `output` (an OUTPUT inside INPUT) are left out, and other extensions are counted."""
+def _walk_local(root: str, recursive: bool) -> Iterator[tuple[str, dict]]:
+    """Files under `root` depth first, one os.scandir page per directory, entries ordered so the whole walk
+    is in path order (a directory sorts as its name + "/"); symlinked directories are followed once."""
+    seen: set[str] = set()
+
+    def walk(folder: str) -> Iterator[tuple[str, dict]]:
+        real = os.path.realpath(folder)
+        if real in seen:  # a directory symlink loop: each real directory once
+            return
+        seen.add(real)
+        with os.scandir(folder) as it:
+            page = [(entry.name + "/" if _is_dir(entry) else entry.name, entry) for entry in it]
+        page.sort(key=lambda pair: pair[0])
+        for key, entry in page:
+            if not key.endswith("/"):
+                yield entry.path, _local_info(entry)
+            elif recursive:
+                yield from walk(entry.path)
+
+    yield from walk(root)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks; False for dangling ones and loops
+    except OSError:
+        return False
+
+
+def _local_info(entry: os.DirEntry) -> dict:
+    return _local_file_info(entry.path)  # a dangling symlink or a loop: size 0, named by _local_problem
+
+
+def _local_file_info(path: str) -> dict:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"type": "file", "size": 0}
+    return {"type": "file", "size": st.st_size, "mtime": st.st_mtime}
+
+
+def _walk_store(fs: fsspec.AbstractFileSystem, root: str, recursive: bool) -> Iterator[tuple[str, dict]]:
+    """Objects under `root` one listing page per prefix (fs.ls: s3fs and gcsfs page through it), in key order.
+    A page is one prefix's direct children: a flat prefix of a million objects is one page of a million."""
+    page = fs.ls(root, detail=True)
+    fs.invalidate_cache(root)  # s3fs / gcsfs keep every listing otherwise: the driver would hold the bucket
+    keyed = sorted(((info["name"].rstrip("/") + "/" if info.get("type") == "directory" else info["name"], info)
+                    for info in page), key=lambda pair: pair[0])
+    for key, info in keyed:
+        if key.endswith("/"):
+            if recursive and key.rstrip("/") != root.rstrip("/"):
+                yield from _walk_store(fs, key.rstrip("/"), recursive)
+            continue
+        yield info["name"], info
+
+
+def iter_inputs(uri: str, config: SourceConfig, output: str | None = None,
+                listing: Listing | None = None) -> Iterator[InputRef]:
+    """Every file under `uri` whose extension is in config.extensions, in URI order, page by page as the
+    bucket is listed (analysis can start on the first page); files under `output` (an OUTPUT inside INPUT)
+    are left out. `listing` counts what was left out as the walk goes (its `refs` stay empty)."""
+    listing = listing if listing is not None else Listing()
     local = _is_local(uri)
     if local:
         uri = _local_path(uri)
         if not os.path.lexists(uri):
             raise FileNotFoundError(f"input {uri} does not exist")
-    fs, root = fsspec.core.url_to_fs(uri, **config.storage_options)
-    if fs.isfile(root):
-        entries = {root: fs.info(root)}
+        fs, root = None, uri
+        entries = _walk_local(uri, config.recursive) if os.path.isdir(uri) else iter([(uri, _local_file_info(uri))])
     else:
-        entries = fs.find(root, maxdepth=None if config.recursive else 1, detail=True)
+        fs, root = fsspec.core.url_to_fs(uri, **config.storage_options)
+        entries = iter([(root, fs.info(root))]) if fs.isfile(root) else _walk_store(fs, root, config.recursive)
     out_root = None
     if output is not None:
         out_root = _local_path(output) if _is_local(output) else fsspec.core.url_to_fs(output)[1]
     extensions = {e.lower() for e in config.extensions}
-    listing = Listing()
-    for path, info in entries.items():
-        if info.get("type") == "directory":
-            continue
+    for path, info in entries:
         if out_root is not None and _inside(path, out_root):
             listing.excluded_output += 1
             continue
@@ -111,9 +169,14 @@ def scan_inputs(uri: str, config: SourceConfig, output: str | None = None) -> Li
             continue
         source_uri = path if local else fs.unstrip_protocol(path)
         problem = _local_problem(path) if local else ""
-        listing.refs.append(InputRef(input_id_for(source_uri), source_uri, int(info.get("size") or 0),
-                                     _version(info), problem))
-    listing.refs.sort(key=lambda r: r.source_uri)
+        listing.listed += 1
+        yield InputRef(input_id_for(source_uri), source_uri, int(info.get("size") or 0), _version(info), problem)
+
+
+def scan_inputs(uri: str, config: SourceConfig, output: str | None = None) -> Listing:
+    """`iter_inputs` collected: every input (sorted by URI) and what was left out, counted."""
+    listing = Listing()
+    listing.refs = sorted(iter_inputs(uri, config, output, listing), key=lambda r: r.source_uri)
     return listing
 
 
@@ -137,16 +200,22 @@ def open_input(source_uri: str, storage_options: dict | None = None) -> str | IO
     return fs.open(path, "rb", block_size=4 * 1024 * 1024, cache_type="readahead")
 
 
-def list_bucket(uri: str, config: SourceConfig, output: str | None = None) -> Listing:
-    """`scan_inputs` for a run: an unlistable bucket (missing credentials, unreachable endpoint, denied) and an
-    empty one are one-line errors that say why."""
-    try:
-        listing = scan_inputs(uri, config, output)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # whatever the fsspec driver raises: one line, no traceback
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
-        raise ValueError(f"cannot list {uri}: {type(exc).__name__}: {detail}") from None
-    if not listing.refs:
+def stream_bucket(uri: str, config: SourceConfig, output: str | None = None,
+                  listing: Listing | None = None) -> Iterator[InputRef]:
+    """`iter_inputs` for a run: an unlistable bucket (missing credentials, unreachable endpoint, denied) and an
+    empty one are one-line errors that say why (raised when the failing page is reached, or the walk ends empty)."""
+    listing = listing if listing is not None else Listing()
+    refs = iter_inputs(uri, config, output, listing)
+    while True:
+        try:
+            ref = next(refs)
+        except StopIteration:
+            break
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # whatever the fsspec driver raises: one line, no traceback
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+            raise ValueError(f"cannot list {uri}: {type(exc).__name__}: {detail}") from None
+        yield ref
+    if not listing.listed:
         raise ValueError(f"no inputs found under {uri} with extensions {', '.join(config.extensions)}{listing.note()}")
-    return listing

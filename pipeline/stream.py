@@ -6,7 +6,7 @@ One handler per pool; the runner (executor/runner.py) does the Ray work and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -74,12 +74,19 @@ class AnalyseAndScore:
         self.assembler = AnalyzeInput(config)
         self.inputs: dict[str, _Input] = {}
 
-    def run(self, todo: list[InputRef], rescore: dict[str, tuple[InputResult, frozenset[str]]] | None = None) -> None:
-        """Analyse and score `todo`. `rescore` (follow-up pass, input_id -> stored result and clip ids):
+    def run(self, todo: Iterable[InputRef], rescore: dict[str, tuple[InputResult, frozenset[str]]] | None = None,
+            total: Callable[[], int] | None = None) -> None:
+        """Analyse and score `todo`, pulled lazily (the runner bounds the work in flight, so a streaming
+        listing is read as fast as inputs are taken); `total()`: the inputs known so far (the bar's total
+        grows as the listing goes on). `rescore` (follow-up pass, input_id -> stored result and clip ids):
         those inputs are decoded again for their taps, and only the expensive scorers score those clips."""
         for input_id, (stored, only) in (rescore or {}).items():
             self.inputs[input_id] = _Input(stored=stored, only=only)
-        self.bar = tqdm(total=len(todo), desc="rescore" if rescore else "analyse + score", unit="video",
+        if total is None:
+            todo = list(todo)
+            total = partial(len, todo)
+        self.total = total
+        self.bar = tqdm(total=total(), desc="rescore" if rescore else "analyse + score", unit="video",
                         disable=not self.progress)
         handlers: dict[ActorPool, Callable[[Done], None]] = {self.analyze: self.analysed,
                                                              self.transcode: self.transcoded}
@@ -162,6 +169,7 @@ class AnalyseAndScore:
             return
         del self.inputs[tag]
         self.finished(state.result, state.retryable)
+        self.bar.total = max(self.total(), self.bar.n + 1)
         for batch in clip_batches(self.passing(state.result.clips), self.config.transcode.clips_per_task):
             self.transcode.submit(batch.input_id, batch)
         self.bar.update(1)

@@ -97,11 +97,11 @@ def prepare_latents(data: str | Path, config: RunConfig, out: Path, info: DistIn
 def is_latents_output(path: Path) -> bool:
     """A `vidmill latents` output: manifest.parquet with latent columns, and shards/."""
     manifest = path / "manifest.parquet"
-    if not manifest.is_file():
+    if not manifest.exists():
         return False
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as ds
 
-    return "latent_t" in pq.read_schema(manifest).names
+    return "latent_t" in ds.dataset(manifest, format="parquet").schema.names  # a file or a dataset directory
 
 
 def make_loader(data: str | Path, samples: list[LatentSample] | None, config: RunConfig, info: DistInfo):

@@ -44,15 +44,28 @@ class StageRunner:
         return ActorPool(name, partial(stage, *args), resources, timeout_s, retries)
 
     def run(self, handlers: dict[ActorPool, Handler], feed: Iterable[tuple[ActorPool, Any, Any]],
-            weight: Callable[[Any], int] = lambda item: 1) -> None:
-        """Start Ray, submit `feed` ((pool, tag, item) triples), poll every pool until all drain."""
+            weight: Callable[[Any], int] = lambda item: 1, in_flight: int | None = None) -> None:
+        """Start Ray, submit `feed` ((pool, tag, item) triples), poll every pool until all drain.
+
+        Back-pressure: `feed` is pulled lazily, only while fewer than `in_flight` items (default: 4 per actor
+        of all pools) are queued or running in all pools together, follow-up work included; so a feed of any
+        length (a streaming listing) never sits in memory, and neither do its results."""
         init_ray(self.address)
         pools = list(handlers)
         fit_to_cluster(pools)
+        limit = in_flight or max(1, 4 * sum(p.resources.concurrency for p in pools))
+        feed = iter(feed)
         try:
-            for pool, tag, item in feed:
-                pool.submit(tag, item)
-            while any(p.pending for p in pools):
+            while True:
+                while feed is not None and sum(p.pending for p in pools) < limit:
+                    step = next(feed, None)
+                    if step is None:
+                        feed = None
+                        break
+                    pool, tag, item = step
+                    pool.submit(tag, item)
+                if feed is None and not any(p.pending for p in pools):
+                    break
                 for pool in pools:
                     for done in pool.poll(wait_s=0.05 if len(pools) > 1 else 0.5):
                         self.count(pool.name, done, weight(done.item))

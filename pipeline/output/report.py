@@ -14,41 +14,36 @@ from typing import Any
 
 from vidmill import __version__
 from vidmill.pipeline.config import CurateConfig
-from vidmill.pipeline.outcomes import ScoreState, reason
+from vidmill.pipeline.outcomes import reason
 from vidmill.pipeline.output.store import Store
-from vidmill.pipeline.records import ClipRecord, InputRecord
-from vidmill.pipeline.scoring import registered
 from vidmill.pipeline.sources import Listing
 from vidmill.pipeline.stage import StageStats
 
 
-def run_summary(input_uri: str, output: Path | str, config: CurateConfig, inputs: list[InputRecord], n_shots: int,
-                clips: list[ClipRecord], stats: dict[str, StageStats], resumed: int, started: float,
+def run_summary(input_uri: str, output: Path | str, config: CurateConfig, counted: dict[str, Any],
+                stats: dict[str, StageStats], resumed: int, started: float,
                 listing: Listing | None = None) -> dict[str, Any]:
+    """run.json; `counted`: the counts of inputs, shots and clips that finalize merged from its parts
+    (finalize/stages.py part_counts)."""
     wall = time.time() - started
-    video_s = sum(r.duration_s or 0.0 for r in inputs)
-    reasons = Counter(reason for c in clips for reason in c.reject_reasons)
-    not_scored = {}
-    for scorer in registered():
-        statuses = [scorer.status(c.scores) for c in clips]
-        not_scored[scorer.name] = Counter(str(s) for s in statuses
-                                          if s is not None and s.state is ScoreState.NOT_SCORED)
+    video_s = counted["video_seconds"]
     counts = {
-        "inputs": len(inputs), "inputs_ok": sum(r.status == "ok" for r in inputs),
-        "inputs_error": sum(r.status == "error" for r in inputs), "inputs_resumed": resumed,
-        "shots": n_shots, "clips": len(clips), "clips_kept": sum(c.kept for c in clips),
-        "clips_rejected": sum(not c.kept for c in clips), "reject_reasons": dict(sorted(reasons.items())),
-        "video_seconds": round(video_s, 3), "not_scored": not_scored,
+        "inputs": counted["inputs"], "inputs_ok": counted["inputs_ok"], "inputs_error": counted["inputs_error"],
+        "inputs_resumed": resumed, "shots": counted["shots"], "clips": counted["clips"],
+        "clips_kept": counted["clips_kept"], "clips_rejected": counted["clips_rejected"],
+        "reject_reasons": dict(sorted(counted["reject_reasons"].items())),
+        "video_seconds": round(video_s, 3),
+        "not_scored": {name: Counter(counter) for name, counter in counted["not_scored"].items()},
         "skipped_extensions": dict(sorted(listing.skipped_extensions.items())) if listing else {},
         "excluded_output_files": listing.excluded_output if listing else 0,
-        "error_inputs": [{"source_uri": r.source_uri, "error": r.error} for r in inputs if r.status == "error"][:20],
+        "error_inputs": counted["error_inputs"][:20],
     }
     return {
         "vidmill_version": __version__, "command": sys.argv, "input": input_uri,
         "output": str(output), "config": config.to_dict(), "versions": versions(),
         "counts": counts, "stages": {name: dataclasses.asdict(s) for name, s in stats.items()},
         "wall_s": round(wall, 3),
-        "throughput": {"inputs_per_s": round(len(inputs) / wall, 4), "video_s_per_s": round(video_s / wall, 4),
+        "throughput": {"inputs_per_s": round(counts["inputs"] / wall, 4), "video_s_per_s": round(video_s / wall, 4),
                        "clips_per_s": round(counts["clips_kept"] / wall, 4), **caption_throughput(stats)},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     }

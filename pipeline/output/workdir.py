@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,12 @@ class WorkDir:
     def has_clip(self, input_id: str, clip_id: str) -> bool:
         return self.store.exists(self.clip_path(input_id, clip_id))
 
-    def clip_sizes(self) -> dict[str, int]:
-        """Clip files made under this fingerprint: clip path -> size (one listing)."""
-        return self.store.find(self.clips_dir)
+    def clip_sizes(self, input_ids: Iterable[str]) -> dict[str, int]:
+        """Clip files of these inputs made under this fingerprint: clip path -> size (one listing an input)."""
+        sizes: dict[str, int] = {}
+        for input_id in sorted(set(input_ids)):
+            sizes.update(self.store.find(f"{self.clips_dir}/{input_id}"))
+        return sizes
 
     def save_clip(self, input_id: str, clip_id: str, data: bytes) -> None:
         self.store.put(self.clip_path(input_id, clip_id), data)

@@ -244,6 +244,7 @@ def test_compare_two_runs(curated: Path, tmp_path: Path):
     rows = table.to_pylist()
     flipped = next(r for r in rows if r["kept"])
     flipped.update(kept=False, reject_reasons=["blurry"], shard=None, key=None)
+    shutil.rmtree(other / "manifest.parquet")  # a dataset directory since issue 18: B is a single file (both load)
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), other / "manifest.parquet")
     with TestClient(create_app([curated, other])) as c:
         html = c.get("/compare?a=0&b=1").text

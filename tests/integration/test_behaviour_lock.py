@@ -53,7 +53,8 @@ def normalised_rows(out: Path, name: str, names: dict[str, str], root: str) -> l
 def table_digest(out: Path, name: str, samples: Path) -> str:
     inputs = pq.read_table(out / "inputs.parquet").to_pylist()
     names = {r["input_id"]: Path(r["source_uri"]).name for r in inputs}
-    schema = [f"{f.name}:{f.type}" for f in pq.read_schema(out / name) if f.name not in VOLATILE]
+    # a table may be a single file or a dataset directory (manifest.parquet/ since issue 18): read as one table
+    schema = [f"{f.name}:{f.type}" for f in pq.read_table(out / name).schema if f.name not in VOLATILE]
     digest = hashlib.sha256(json.dumps(schema).encode())
     for row in normalised_rows(out, name, names, str(samples.resolve())):
         digest.update(row.encode())

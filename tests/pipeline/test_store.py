@@ -1,4 +1,4 @@
-"""The OUTPUT Store (local and S3 on moto) and the shard writer's plan / worker split."""
+"""The OUTPUT Store (local and S3 on moto) and the shard writer that finalize's workers run."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import tarfile
 
 import pytest
 
-from vidmill.pipeline.config import ShardConfig
+from vidmill.pipeline.finalize.layout import Layout
+from vidmill.pipeline.finalize.shards import write_shard
 from vidmill.pipeline.output.store import Store
 from vidmill.pipeline.output.workdir import WorkDir
-from vidmill.pipeline.output.writers import WriteShard, shard_jobs, write_shards, write_shards_here
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -64,51 +64,36 @@ def _rows(work: WorkDir, n: int) -> list[dict]:
     for i in range(n):
         work.save_clip("in", f"in_{i}", f"clip {i}".encode())
         rows.append({"clip_id": f"in_{i}", "input_id": "in", "source_uri": "s://in.mp4", "start_s": float(i),
-                     "clip_bytes": 6, "caption": f"caption {i}" if i % 2 else None})
+                     "clip_bytes": 6, "caption": f"caption {i}" if i % 2 else None, "shard": "shard-000001.tar",
+                     "key": f"in_{i}"})
     return rows
 
 
-def test_shards_are_planned_on_the_driver_and_written_by_a_worker_stage(store):
+def test_a_shard_worker_reads_clips_from_the_store_and_skips_an_unchanged_shard(store):
     work = WorkDir(store, "fp")
-    rows = _rows(work, 5)
-    config = ShardConfig(max_samples=2)
-    calls = []
-
-    def run_jobs(jobs):
-        calls.append([name for name, _ in jobs])
-        stage = pickle.loads(pickle.dumps(WriteShard(work)))  # as a worker gets it
-        return {name: stage.process((name, rows)) for name, rows in jobs}
-
-    placed = write_shards(rows, store, config, run_jobs)
-    assert calls == [["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]]
-    assert placed["in_3"] == ("shard-000001.tar", "in_3")
+    layout = pickle.loads(pickle.dumps(Layout(store)))  # as a finalize worker gets it
+    rows = _rows(work, 4)
+    clips_dir = store.path(work.clips_dir)
+    digest = write_shard(layout, "shard-000001.tar", rows, clips_dir, None)
     with store.open("shards/shard-000001.tar") as handle, tarfile.open(fileobj=io.BytesIO(handle.read())) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     assert members["in_2.mp4"] == b"clip 2" and members["in_3.txt"] == b"caption 3"
     assert "in_2.txt" not in members and json.loads(members["in_3.json"])["shard"] == "shard-000001.tar"
-    index = json.loads(store.get("shards/index.json"))
-    assert list(index) == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
-
-    write_shards(rows, store, config, run_jobs)  # unchanged: nothing rewritten
-    assert calls[-1] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"] and len(calls) == 1
-    rows[4]["caption"] = "changed"
-    write_shards(rows[:4] + rows[4:], store, config, run_jobs)
-    assert calls[-1] == ["shard-000002.tar"]
-    store.put("shards/.shard-000009.tar.abc.tmp", b"half")  # left by a writer killed mid-tar
-    write_shards(rows[:2], store, config, run_jobs)  # fewer clips: stale shards and temp files removed
-    assert sorted(store.find("shards")) == ["shards/index.json", "shards/shard-000000.tar"]
+    store.put("shards/shard-000001.tar", b"marker")  # unchanged rows and digest: not written again
+    assert write_shard(layout, "shard-000001.tar", rows, clips_dir, digest) == digest
+    assert store.get("shards/shard-000001.tar") == b"marker"
+    rows[3]["caption"] = "changed"
+    assert write_shard(layout, "shard-000001.tar", rows, clips_dir, digest) != digest
+    assert store.get("shards/shard-000001.tar") != b"marker"
 
 
-def test_a_shard_whose_worker_failed_stops_the_write_before_the_manifest(tmp_path):
-    store = Store(str(tmp_path / "out"))
+def test_a_shard_whose_clip_is_missing_publishes_nothing(store):
     work = WorkDir(store, "fp")
-    rows = _rows(work, 3)
-    config = ShardConfig(max_samples=2)
-    assert [name for name, _ in shard_jobs(rows, config)] == ["shard-000000.tar", "shard-000001.tar"]
-    with pytest.raises(RuntimeError, match="shard-000001.tar"):  # only the first job came back
-        write_shards(rows, store, config, lambda jobs: {jobs[0][0]: WriteShard(work).process(jobs[0])})
-    assert not store.exists("shards/index.json")
-    assert write_shards(rows, store, config, write_shards_here(work))["in_2"][0] == "shard-000001.tar"
+    rows = _rows(work, 2)
+    work.store.remove(work.clip_path("in", "in_1"))
+    with pytest.raises(FileNotFoundError):
+        write_shard(Layout(store), "shard-000000.tar", rows, store.path(work.clips_dir), None)
+    assert not store.exists("shards/shard-000000.tar") and store.find("shards") == {}
 
 
 def test_a_file_uri_is_a_local_store(tmp_path):

@@ -138,6 +138,7 @@ def run_latents(curated: str | Path, out: str | Path, config: LatentsConfig, add
     manifest = curated / "manifest.parquet"
     if not manifest.exists():
         raise FileNotFoundError(f"no curated manifest at {manifest}; run `vidmill curate` first")
+    # a single file or the manifest.parquet/ dataset directory (part-00000.parquet ...): read as one table
     kept = [r for r in pq.read_table(manifest).to_pylist() if r.get("kept") and r.get("shard")]
     by_shard: dict[str, list[dict]] = {}
     for r in kept:
