@@ -53,6 +53,13 @@ def scorer_classes(config: CurateConfig) -> list[type]:
     return [cls for cls in registered() if cls.enabled(config)]
 
 
+def one_node() -> bool:
+    """Ray runs on this machine alone (the driver's reads are then the workers' reads)."""
+    import ray
+
+    return ray.is_initialized() and sum(node["Alive"] for node in ray.nodes()) == 1
+
+
 class Curation:
     def __init__(self, input_uri: str, output: str | Path, config: CurateConfig, progress: bool = True,
                  force: bool = False):
@@ -85,7 +92,9 @@ class Curation:
         self.analyse_and_score(self.resume(self.list()))  # the listing is pulled as analysis takes inputs
         self.listed.flush()
         self.score_newly_eligible()
-        finalize = Finalize(self.finalize_settings(), self.listed.parts, self.runner, self.config.ray.dedup)
+        # a one-part run finalizes in this process only on a one-node Ray: on a cluster, workers read the clips
+        finalize = Finalize(self.finalize_settings(), self.listed.parts, self.runner, self.config.ray.dedup,
+                            inline_parts=1 if one_node() else 0)
         self.phase(f"decide + dedup: {self.listed.count} inputs in {self.listed.parts} parts")
         finalize.decide_and_dedup()
         for part, kept in finalize.kept_clips():  # one part's kept clips in the driver at a time

@@ -51,9 +51,7 @@ class MergeTable(Stage):
 
 
 def replace(layout: Layout, src: str, dst: str) -> None:
-    """Move the directory `src` to `dst`, replacing what is there (a file or a directory): a rename swap on a
-    local filesystem; on an object store a copy per object, so the commit marker (publish_manifest) says
-    when it is complete."""
+    """Move the local directory `src` to `dst`, replacing what is there (a file or a directory): a rename swap."""
     fs = layout.fs
     if fs.exists(dst):
         old = f"{posixpath.dirname(dst)}/.{posixpath.basename(dst)}.old"
@@ -66,7 +64,21 @@ def replace(layout: Layout, src: str, dst: str) -> None:
         fs.mv(src, dst, recursive=True)
 
 
-def publish_manifest(layout: Layout, parts: int | None = None) -> None:
+def copy_parts(layout: Layout, src: str, dst: str, names: list[str]) -> None:
+    """Object stores (no rename): each part copied server-side to its name under `dst` (every copy is
+    all-or-nothing), then parts of an earlier manifest that are not in `names` removed."""
+    fs = layout.fs
+    fs.invalidate_cache()
+    if fs.isfile(dst):  # an earlier run's single-file manifest
+        fs.rm(dst)
+    old = [p for p in fs.glob(f"{dst}/*.parquet") if p.rsplit("/", 1)[-1] not in names]
+    for name in names:
+        fs.copy(f"{src}/{name}", f"{dst}/{name}")
+    for path in old:
+        fs.rm(path)
+
+
+def publish_manifest(layout: Layout) -> None:
     """The manifest's parts (part-00000.parquet ...) become OUTPUT/manifest.parquet/, a Parquet dataset, with
     `_SUCCESS` (the Hadoop/Spark commit marker, which pyarrow, DuckDB globs of *.parquet and Spark skip) written
     last: a reader that finds no `_SUCCESS` is looking at a manifest being replaced."""
@@ -75,7 +87,11 @@ def publish_manifest(layout: Layout, parts: int | None = None) -> None:
     if not names:
         layout.write_table(table_of([], manifest_schema()), f"{src}/part-00000.parquet")
         names = ["part-00000.parquet"]
-    if layout.store.exists(f"{MANIFEST}/{SUCCESS}"):
-        layout.store.remove(f"{MANIFEST}/{SUCCESS}")
-    replace(layout, src, layout.out(MANIFEST))
-    layout.store.put(f"{MANIFEST}/{SUCCESS}", json.dumps({"parts": names}).encode())
+    marker = f"{MANIFEST}/{SUCCESS}"
+    if layout.store.exists(marker):
+        layout.store.remove(marker)
+    if layout.store.local:
+        replace(layout, src, layout.out(MANIFEST))
+    else:
+        copy_parts(layout, src, layout.out(MANIFEST), names)
+    layout.store.put(marker, json.dumps({"parts": names}).encode())

@@ -41,8 +41,8 @@ def curate_args(samples: Path, out: str, config: Path, *extra: str) -> list[str]
 
 
 def table(fs, prefix: str, name: str) -> list[dict]:
-    with fs.open(f"{prefix}/{name}", "rb") as handle:
-        return pq.read_table(handle).to_pylist()
+    """A table file, or the manifest.parquet/ dataset of parts (pyarrow skips its _SUCCESS marker)."""
+    return pq.read_table(f"{prefix}/{name}", filesystem=fs).to_pylist()
 
 
 def assert_same_tables(fs, prefix: str, curated: Path) -> None:
@@ -90,7 +90,8 @@ def test_no_clip_bytes_pass_through_the_driver(s3_run, moto_s3):
     received, sent = run["driver_bytes_received"], run["driver_bytes_sent"]
     assert received["transcode"] < 0.02 * clip_bytes  # before: every clip's bytes came back (ratio >= 1)
     assert sent["caption"] < 0.02 * clip_bytes  # before: every kept clip's bytes were sent
-    clip_stages = sum(received[s] + sent[s] for s in ("transcode", "caption", "shards"))
+    # shards are written by finalize's workers, which read the clips from the bucket themselves
+    clip_stages = sum(received.get(s, 0) + sent.get(s, 0) for s in ("transcode", "caption", "finalize"))
     assert clip_stages < 0.15 * clip_bytes, (clip_stages, clip_bytes)
 
 
