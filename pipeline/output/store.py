@@ -141,7 +141,7 @@ class Store:
             except FileExistsError:
                 return False
             return True
-        if self.exists(rel):  # no conditional write known for this filesystem: a race remains (docs/store.md)
+        if self.exists(rel):  # no conditional write known for this filesystem: a race remains (docs/storage.md)
             return False
         self.fs.pipe_file(path, data)
         return True
