@@ -49,6 +49,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/eval.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/store.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf demo-samples demo-out demo-run bench-out
