@@ -51,6 +51,7 @@ class Done:
     seconds: float = 0.0
     error: str | None = None
     failure: FailureKind | None = None
+    refs_lost: bool = False  # the item's refs could not be fetched (the worker that put them died)
 
     @property
     def retryable(self) -> bool:
@@ -147,7 +148,7 @@ class ActorPool:
             self.failures[FailureKind.EXCEPTION.value] += 1
             # content errors come back as values; an exception here is a bug or a transient fault
             return Done(tag, item, error=plain(f"{self.name}: {type(cause).__name__}: {cause}"),
-                        failure=FailureKind.EXCEPTION)
+                        failure=FailureKind.EXCEPTION, refs_lost=isinstance(cause, RefLost))
         self.idle.append(actor)
         return Done(tag, item, value=value, seconds=seconds)
 
