@@ -9,11 +9,14 @@ from functools import partial
 import numpy as np
 import pytest
 
-from vidmill.pipeline.analysis.analyze import FrameTaps, StoredTaps, join_taps
+from vidmill.pipeline.analysis.analyze import AnalyzeInput, FrameTaps, InputRange, StoredTaps, join_taps
 from vidmill.pipeline.analysis.spans import ClipSpan
 from vidmill.pipeline.config import CurateConfig, StageResources
+from vidmill.pipeline.executor.actor_pool import Done
+from vidmill.pipeline.outcomes import FailureKind
 from vidmill.pipeline.scoring.base import ScoreBatch
 from vidmill.pipeline.scoring.motion import MotionScorer
+from vidmill.pipeline.sources import list_inputs
 
 
 def _taps(times: list[float]) -> FrameTaps:
@@ -113,3 +116,88 @@ def test_lost_taps_give_a_counted_retryable_failure_not_a_crash(local_ray):
     [lost] = done
     assert lost.value is None and lost.retryable and "RefLost" in lost.error, lost.error
     assert pool.failures["exception"] == 1
+
+
+class _Pool:
+    def __init__(self, name: str):
+        self.name, self.items = name, []
+
+    def submit(self, tag, item, first: bool = False) -> None:
+        self.items.append((tag, item))
+
+    def take(self) -> list:
+        items, self.items = self.items, []
+        return items
+
+
+class _Runner:
+    def __init__(self):
+        self.pools: dict[str, _Pool] = {}
+
+    def pool(self, stage, *args, name=None, **kwargs) -> _Pool:
+        return self.pools.setdefault(name or stage.name, _Pool(name or stage.name))
+
+
+def _analyse(stream, store: _Store, analyze: AnalyzeInput) -> None:
+    """Run what the driver queued for analysis, in process, the taps offloaded as a worker would."""
+    while items := stream.analyze.take():
+        for tag, rng in items:
+            stream.analysed(Done(tag, rng, value=analyze.offload(analyze.process(rng), store.put)))
+
+
+def test_lost_taps_make_the_driver_analyse_the_input_again_once(samples):
+    """Scorers that cannot fetch an input's taps (in ranges: segment_s 2) get the input analysed again; a
+    second loss finishes it as a retryable failure (reported, redone on the next run), never a crash."""
+    from tqdm import tqdm
+
+    from vidmill.pipeline.stream import AnalyseAndScore
+
+    config = CurateConfig()
+    config.decode.segment_s = 2.0
+    (ref,) = list_inputs(str(samples / "cuts.mp4"), config.source)
+    finished = []
+    stream = AnalyseAndScore(config, _Runner(), [MotionScorer], lambda r, retry: finished.append((r, retry)),
+                             lambda clips: [], lambda done: None, progress=False)
+    stream.bar, stream.total = tqdm(disable=True), lambda: 1
+    store, analyze, motion = _Store(), AnalyzeInput(config), stream.scoring[0]
+    stream.analyze.submit(ref.input_id, InputRange(ref, split=True))
+    for attempt in range(2):
+        _analyse(stream, store, analyze)
+        batches = motion.take()
+        assert batches and not finished
+        assert all(isinstance(b.taps, StoredTaps) and b.taps.parts for _, b in batches)
+        assert len({p[0] for _, b in batches for p in b.taps.parts}) >= 2  # the refs of several ranges
+        for tag, batch in batches:
+            stream.scored("motion", Done(tag, batch, error="motion: RefLost: gone", failure=FailureKind.EXCEPTION,
+                                         refs_lost=True))
+        assert bool(stream.analyze.items) == (attempt == 0)  # analysed again after the first loss only
+    [(result, retryable)] = finished
+    assert retryable and result.clips
+    assert all(c.scores["motion_status"].startswith("error") for c in result.clips if "too_short" not in
+               c.reject_reasons)
+
+
+def test_input_scored_after_a_redo_is_finished_normally(samples):
+    from tqdm import tqdm
+
+    from vidmill.pipeline.stream import AnalyseAndScore
+
+    config = CurateConfig()
+    (ref,) = list_inputs(str(samples / "cuts.mp4"), config.source)
+    finished = []
+    stream = AnalyseAndScore(config, _Runner(), [MotionScorer], lambda r, retry: finished.append((r, retry)),
+                             lambda clips: [], lambda done: None, progress=False)
+    stream.bar, stream.total = tqdm(disable=True), lambda: 1
+    store, analyze, motion = _Store(), AnalyzeInput(config), stream.scoring[0]
+    scorer = MotionScorer(config)
+    stream.analyze.submit(ref.input_id, InputRange(ref, split=True))
+    _analyse(stream, store, analyze)
+    for tag, batch in motion.take():
+        stream.scored("motion", Done(tag, batch, error="motion: RefLost: gone", failure=FailureKind.EXCEPTION,
+                                     refs_lost=True))
+    _analyse(stream, store, analyze)
+    for tag, batch in motion.take():
+        stream.scored("motion", Done(tag, batch, value=scorer.process(scorer.fetched(batch, store.get))))
+    [(result, retryable)] = finished
+    assert not retryable
+    assert all(c.scores["motion_status"] == "scored" for c in result.clips if "too_short" not in c.reject_reasons)
