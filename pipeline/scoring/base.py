@@ -10,7 +10,7 @@ the reject reasons it gives and, in `reasons`, when it gives them. decide.py onl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -85,7 +85,7 @@ class ClipScorer(Stage):
         status = cls.status(row)
         return f"{cls.name}_error" if status is not None and status.state is ScoreState.ERROR else None
 
-    def fetched(self, batch: ScoreBatch, get) -> ScoreBatch:
+    def fetched(self, batch: ScoreBatch, get: Callable[[list[Any]], list[FrameTaps]]) -> ScoreBatch:
         """In a worker: taps left in the object store are fetched (only the parts the batch overlaps)."""
         if isinstance(batch.taps, StoredTaps):
             return replace(batch, taps=batch.taps.fetch(get))
