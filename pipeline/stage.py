@@ -7,6 +7,7 @@ keeps each stage's StageStats.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,15 @@ class Stage:
 
     def process(self, item: Any) -> Any:
         raise NotImplementedError
+
+    def offload(self, value: Any, put: Callable[[Any], Any]) -> Any:
+        """In a worker, before `value` goes back: large parts the driver only forwards may go to the object
+        store through `put` (they come back as refs). Not called in process."""
+        return value
+
+    def fetched(self, item: Any, get: Callable[[list[Any]], list[Any]]) -> Any:
+        """In a worker, before `process`: refs in `item` resolved through `get`. Not called in process."""
+        return item
 
     def timed(self, item: Any) -> tuple[Any, float]:
         start = time.perf_counter()

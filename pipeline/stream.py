@@ -1,7 +1,9 @@
 """Analyse and score, streaming: inputs -> analyse (long ones in ranges) -> every scorer -> stored marker,
 and the clips that already pass every threshold on to transcode while the bucket is still analysed.
 
-One handler per pool; the runner (executor/runner.py) does the Ray work and the counting.
+One handler per pool; the runner (executor/runner.py) does the Ray work and the counting. On Ray the taps
+stay in the object store (analysis workers put them, scorer workers fetch them): the driver holds only their
+refs (StoredTaps), and drops them once every scorer is done with the input.
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ class _Input:
     stored: InputResult | None = None  # follow-up pass: the stored result whose `only` clips are scored now
     only: frozenset[str] | None = None
     cheap_done: bool = False  # cascade: the cheap scorers are back, the expensive ones were sent
+    ref: InputRef | None = None
+    taps_lost: bool = False  # a scorer could not fetch the taps (the analysis worker that put them died)
+    redone: bool = False  # analysed again after its taps were lost (once; then reported and redone next run)
 
 
 def score_batches(result: InputResult, size: int, only: frozenset[str] | None = None) -> list[ScoreBatch]:
-    """Clips long enough to score (of `only`, when given), in batches, each with only the taps inside its spans."""
+    """Clips long enough to score (of `only`, when given), in batches, each with only the taps inside its spans
+    (FrameTaps in process; StoredTaps on Ray: the refs of the ranges the batch overlaps and its time window)."""
     spans = [ClipSpan(c.clip_id, c.start_s, c.end_s) for c in result.clips
              if "too_short" not in c.reject_reasons and (only is None or c.clip_id in only)]
     batches = []
@@ -99,6 +105,7 @@ class AnalyseAndScore:
     def analysed(self, done: Done) -> None:
         """A range came back: queue the input's other ranges first; once all are in, join and score."""
         state = self.inputs.setdefault(done.tag, _Input())
+        state.ref = done.item.ref
         state.ranges.append(RangeAnalysis(done.item, error=done.error) if done.error else done.value)
         state.retryable |= done.retryable or state.ranges[-1].transient  # an I/O or permission error: retried
         for rng in state.ranges[-1].rest:  # before other inputs: finish what has started
@@ -149,11 +156,18 @@ class AnalyseAndScore:
         eligible = frozenset(c.clip_id for c in state.result.clips if c.clip_id not in skip)
         self._submit(tag, state, self.second, score_batches(state.result, self.config.scoring.clips_per_task, eligible))
 
+    def _redo(self, tag: str, state: _Input) -> None:
+        """Its taps died with the analysis worker that put them: analyse the input again and score it anew
+        (the follow-up pass keeps its stored result); a second loss is reported and redone on the next run."""
+        self.inputs[tag] = _Input(stored=state.stored, only=state.only, ref=state.ref, redone=True)
+        self.analyze.submit(tag, InputRange(state.ref, split=True), first=True)
+
     def scored(self, name: str, done: Done) -> None:
         """One scorer's columns for a batch of an input's clips (an error status for each when it failed)."""
         state = self.inputs[done.tag]
         state.batches_left -= 1
         state.retryable |= done.retryable
+        state.taps_lost |= done.refs_lost
         values = done.value or {span.clip_id: {self.status_column[name]: str(ScoreStatus.error(done.error))}
                                 for span in done.item.clips}
         by_id = {c.clip_id: c for c in state.result.clips}
@@ -163,6 +177,9 @@ class AnalyseAndScore:
 
     def _maybe_done(self, tag: str) -> None:
         state = self.inputs[tag]
+        if not state.batches_left and state.taps_lost and not state.redone:
+            self._redo(tag, state)
+            return
         if not state.batches_left and not state.cheap_done and state.result.input.status != "error":
             self._cascade(tag, state)
         if state.batches_left:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,40 @@ class FrameTaps:
                 for i in range(lo, hi)]
 
 
+@dataclass(frozen=True)
+class StoredTaps:
+    """Taps left in the object store by the analysis workers that put them: one `(ref, first, last tap time)`
+    part per analysed range, and the time window `[start_s, end_s)` of the taps wanted.
+
+    The driver only narrows the window (`subset`) and forwards the refs; a scorer worker `fetch`es the parts
+    that overlap the window and gets the same FrameTaps as `FrameTaps.subset` would give.
+    """
+
+    parts: tuple[tuple[Any, float, float], ...] = ()
+    start_s: float = -math.inf
+    end_s: float = math.inf
+
+    def subset(self, start_s: float, end_s: float) -> StoredTaps:
+        start, end = max(start_s, self.start_s), min(end_s, self.end_s)
+        return StoredTaps(tuple(p for p in self.parts if p[1] < end and p[2] >= start), start, end)
+
+    def fetch(self, get: Callable[[list[Any]], list[FrameTaps]]) -> FrameTaps:
+        """The window's taps; `get`: the object store's fetch of a list of refs (ray.get)."""
+        joined = join_taps(get([p[0] for p in self.parts])) if self.parts else FrameTaps()
+        return joined.subset(self.start_s, self.end_s)
+
+
+def join_taps(parts: Sequence[FrameTaps | StoredTaps]) -> FrameTaps | StoredTaps:
+    """The taps of an input's ranges (in time order) as one: FrameTaps in process, StoredTaps from workers."""
+    stored = [p for p in parts if isinstance(p, StoredTaps)]
+    if stored:
+        if any(isinstance(p, FrameTaps) and p.times_s for p in parts):
+            raise ValueError("an input's ranges mix taps in the object store with taps in memory")
+        return StoredTaps(tuple(part for p in stored for part in p.parts))
+    return FrameTaps([t for p in parts for t in p.times_s], [j for p in parts for j in p.jpegs],
+                     {t: d for p in parts for t, d in p.details.items()})
+
+
 def input_record(ref: InputRef, **values: Any) -> InputRecord:
     return InputRecord(ref.input_id, ref.source_uri, ref.size_bytes, source_version=ref.version, **values)
 
@@ -87,7 +122,7 @@ class RangeAnalysis:
     probe: Probe | None = None
     frame_times: list[float] = field(default_factory=list)
     cut_times: list[float] = field(default_factory=list)
-    taps: FrameTaps = field(default_factory=FrameTaps)
+    taps: FrameTaps | StoredTaps = field(default_factory=FrameTaps)
     end_s: float = 0.0  # end of the last frame shown in the range
     rest: list[InputRange] = field(default_factory=list)
     error: str | None = None
@@ -106,6 +141,14 @@ class AnalyzeInput(Stage):
         if isinstance(item, InputRange):
             return self.analyze_range(item)
         return self.assemble(item, [self.analyze_range(InputRange(item))])
+
+    def offload(self, value: InputResult | RangeAnalysis, put: Callable[[Any], Any]) -> InputResult | RangeAnalysis:
+        """In a worker: the taps go to the object store (`put`: ray.put, this actor owns them) and the driver
+        gets a StoredTaps, so it forwards refs to the scorers instead of frames (issue 18)."""
+        taps = value.taps
+        if isinstance(taps, FrameTaps) and taps.times_s:
+            value.taps = StoredTaps(((put(taps), taps.times_s[0], taps.times_s[-1]),))
+        return value
 
     def analyze_range(self, rng: InputRange) -> RangeAnalysis:
         try:
@@ -183,8 +226,7 @@ class AnalyzeInput(Stage):
         frame_times = [t for p in parts for t in p.frame_times]
         if not frame_times:
             return error_result(ref, "no decodable video frames")
-        taps = FrameTaps([t for p in parts for t in p.taps.times_s], [j for p in parts for j in p.taps.jpegs],
-                         {t: d for p in parts for t, d in p.taps.details.items()})
+        taps = join_taps([p.taps for p in parts])
         end_s = max(p.end_s for p in parts)
         probe = parts[0].probe
         shots = shots_from_cuts(frame_times, [t for p in parts for t in p.cut_times], end_s)

@@ -22,15 +22,25 @@ from vidmill.pipeline.outcomes import FailureKind
 from vidmill.pipeline.stage import Stage
 
 
+class RefLost(RuntimeError):
+    """An item's refs cannot be fetched (their owner, the worker that put them, died): retryable."""
+
+
 class StageActor:
-    """Holds one stage instance; `setup` runs once when the actor starts."""
+    """Holds one stage instance; `setup` runs once when the actor starts. Items' refs are fetched here and
+    the stage may put large results in the object store (Stage.fetched / Stage.offload)."""
 
     def __init__(self, factory: Callable[[], Stage]):
         self.stage = factory()
         self.stage.setup()
 
     def run(self, item: Any) -> tuple[Any, float]:
-        return self.stage.timed(item)
+        try:
+            item = self.stage.fetched(item, ray.get)
+        except ray.exceptions.ObjectLostError as exc:  # OwnerDiedError included
+            raise RefLost(f"{type(exc).__name__}: the worker that put this item's data is gone") from None
+        value, seconds = self.stage.timed(item)
+        return self.stage.offload(value, ray.put), seconds
 
 
 @dataclass
@@ -41,6 +51,7 @@ class Done:
     seconds: float = 0.0
     error: str | None = None
     failure: FailureKind | None = None
+    refs_lost: bool = False  # the item's refs could not be fetched (the worker that put them died)
 
     @property
     def retryable(self) -> bool:
@@ -137,7 +148,7 @@ class ActorPool:
             self.failures[FailureKind.EXCEPTION.value] += 1
             # content errors come back as values; an exception here is a bug or a transient fault
             return Done(tag, item, error=plain(f"{self.name}: {type(cause).__name__}: {cause}"),
-                        failure=FailureKind.EXCEPTION)
+                        failure=FailureKind.EXCEPTION, refs_lost=isinstance(cause, RefLost))
         self.idle.append(actor)
         return Done(tag, item, value=value, seconds=seconds)
 

@@ -9,6 +9,7 @@ pools' (actor_pool.py); counts, busy time, errors, timeouts and worker deaths ar
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -84,10 +85,24 @@ class StageRunner:
         stats = self.stats.setdefault(name, StageStats())
         stats.items += items
         stats.busy_s += done.seconds
-        self.driver_bytes[name] = self.driver_bytes.get(name, 0) + len(pickle.dumps(done.value))
-        self.driver_bytes_sent[name] = self.driver_bytes_sent.get(name, 0) + len(pickle.dumps(done.item))
+        self.driver_bytes[name] = self.driver_bytes.get(name, 0) + pickled_size(done.value)
+        self.driver_bytes_sent[name] = self.driver_bytes_sent.get(name, 0) + pickled_size(done.item)
         if done.error:  # timeouts, worker deaths and retries are counted by the pool where they happen
             stats.errors += 1
+
+
+class _RefsById(pickle.Pickler):
+    """Pickles an ObjectRef as its id: what Ray sends for it, and no out-of-band serialization (which would
+    pin the object in the store for good)."""
+
+    def persistent_id(self, obj: Any) -> bytes | None:
+        return obj.binary() if isinstance(obj, ray.ObjectRef) else None
+
+
+def pickled_size(value: Any) -> int:
+    buf = io.BytesIO()
+    _RefsById(buf).dump(value)
+    return buf.tell()
 
 
 def always_placeable(sizes: list[float], capacities: list[float]) -> bool:

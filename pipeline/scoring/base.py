@@ -10,14 +10,14 @@ the reject reasons it gives and, in `reasons`, when it gives them. decide.py onl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from vidmill.pipeline.analysis.analyze import FrameTaps
+from vidmill.pipeline.analysis.analyze import FrameTaps, StoredTaps
 from vidmill.pipeline.analysis.spans import ClipSpan
 from vidmill.pipeline.config import StageResources
 from vidmill.pipeline.outcomes import Reason, ScoreState, ScoreStatus
@@ -26,9 +26,12 @@ from vidmill.pipeline.stage import Stage
 
 @dataclass(frozen=True)
 class ScoreBatch:
+    """Some of one input's clips and the taps inside them: in memory (in process), or refs to the analysis
+    workers' taps with the batch's time window (on Ray; the scorer worker fetches them, see `fetched`)."""
+
     input_id: str
     clips: tuple[ClipSpan, ...]
-    taps: FrameTaps
+    taps: FrameTaps | StoredTaps
 
 
 Frames = list[tuple[float, np.ndarray]]  # (time_s, BGR image) inside one clip, in time order
@@ -81,6 +84,12 @@ class ClipScorer(Stage):
     def error_reason(cls, row: Mapping[str, Any]) -> str | None:
         status = cls.status(row)
         return f"{cls.name}_error" if status is not None and status.state is ScoreState.ERROR else None
+
+    def fetched(self, batch: ScoreBatch, get: Callable[[list[Any]], list[FrameTaps]]) -> ScoreBatch:
+        """In a worker: taps left in the object store are fetched (only the parts the batch overlaps)."""
+        if isinstance(batch.taps, StoredTaps):
+            return replace(batch, taps=batch.taps.fetch(get))
+        return batch
 
     def process(self, batch: ScoreBatch) -> dict[str, dict[str, Any]]:
         out = {}
