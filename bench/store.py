@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-CLIP_STAGES = ("transcode", "caption", "shards")
+CLIP_STAGES = ("transcode", "caption", "finalize")  # finalize's workers write the shards (inline on one node)
 
 
 def _free_port() -> int:
