@@ -1,10 +1,12 @@
 """`vidmill curate`: the data flow of one run, one call per step.
 
-    resume -> analyse + score (streaming) -> decide -> dedup -> transcode -> caption -> write
+    listing (streaming) -> resume -> analyse + score -> per-input records on OUTPUT
+    -> finalize (pipeline/finalize/): decide -> dedup -> [transcode -> caption, a part at a time] -> shards + tables
 
 Inputs that are complete under the same config are skipped, so re-running a killed command finishes
-the rest and gives the same manifest as an uninterrupted run. Every step reads and sets typed clip
-records (records.py); Ray work goes through one StageRunner (executor/runner.py).
+the rest and gives the same manifest as an uninterrupted run. The driver keeps ids and counters; workers
+read and write OUTPUT (a local path or an object store, output/store.py) themselves. Every step reads and
+sets typed clip records (records.py); Ray work goes through one StageRunner (executor/runner.py).
 """
 
 from __future__ import annotations
