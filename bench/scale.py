@@ -85,11 +85,13 @@ def finalize_once(out: str, parts: int, args: argparse.Namespace) -> dict:
     rss_start = process.memory_info().rss
     started = time.perf_counter()
     finalize.decide_and_dedup()
+    handed = sum(len(kept) for _, kept in finalize.kept_clips())  # what transcode / caption get, a part at a time
     dedup_s = time.perf_counter() - started
     counts = finalize.write()
     wall = time.perf_counter() - started
     stop.set()
     return {"inputs": counts["inputs"], "clips": counts["clips"], "kept": counts["clips_kept"],
+            "handed_to_transcode": handed,
             "duplicates": counts["reject_reasons"].get("duplicate", 0), "shards": finalize.stats.get("shards"),
             "wall_s": round(wall, 1), "decide_dedup_s": round(dedup_s, 1),
             "clips_per_s": round(counts["clips"] / wall), "rss_after_ray_init_mb": round(rss_start / 2**20),

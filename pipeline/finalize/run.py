@@ -14,13 +14,21 @@ from vidmill.pipeline.executor.runner import StageRunner
 from vidmill.pipeline.finalize.groups import GroupPairs
 from vidmill.pipeline.finalize.layout import Layout
 from vidmill.pipeline.finalize.publish import MergeTable, publish_manifest
-from vidmill.pipeline.finalize.stages import BucketPairs, DecidePart, PlanPart, Settings, WritePart, merge_counts
-from vidmill.pipeline.records import WORK_FIELDS, ClipRecord, InputResult
+from vidmill.pipeline.finalize.stages import (
+    BucketPairs,
+    DecidePart,
+    KeptPart,
+    PlanPart,
+    Settings,
+    WritePart,
+    merge_counts,
+)
+from vidmill.pipeline.records import WORK_FIELDS, ClipRecord
 from vidmill.pipeline.stage import Stage
 
 UPDATE_FIELDS = [name for name in ClipRecord.__dataclass_fields__
                  if name not in (*WORK_FIELDS, "scores", "shard", "key", "dup_group", "dup_of")]
-STAGED = ("decided", "keys", "pairs", "updates", "staged", "plan", "tables")
+STAGED = ("decided", "keys", "pairs", "kept", "updates", "staged", "plan", "tables")
 
 
 class FinalizeWork(Stage):
@@ -31,7 +39,7 @@ class FinalizeWork(Stage):
     def __init__(self, settings: Settings, old_index: dict[str, str], resources=None):
         super().__init__(resources)
         self.stages = {"decide": DecidePart(settings), "pairs": BucketPairs(settings), "groups": GroupPairs(settings),
-                       "plan": PlanPart(settings), "write": WritePart(settings, old_index),
+                       "kept": KeptPart(settings), "plan": PlanPart(settings), "write": WritePart(settings, old_index),
                        "merge": MergeTable(settings)}
 
     def process(self, item: tuple[str, Any]) -> Any:
@@ -92,7 +100,8 @@ class Finalize:
         self.runner.run({pool: handle}, ())
 
     def decide_and_dedup(self) -> None:
-        """Thresholds on every record (workers), then global dedup: keys -> pairs -> groups (dups.parquet)."""
+        """Thresholds on every record (workers), then global dedup: keys -> pairs -> groups (dups.parquet),
+        then each part's clips still kept (kept/part-N.jsonl), all in workers."""
         self.layout.clear(*STAGED)
         self.layout.fs.rm(self.layout.dups) if self.layout.fs.exists(self.layout.dups) else None
         keys = []
@@ -102,21 +111,15 @@ class Finalize:
 
         self._chain([("decide", lambda: list(range(self.parts)), lambda _, value: keys.append(value["keys"])),
                      ("pairs", dedup(list(range(self.s.bucket_partitions))), lambda _, value: None),
-                     ("groups", dedup([self.s.bucket_partitions]), lambda _, value: self.stats.update(value))])
+                     ("groups", dedup([self.s.bucket_partitions]), lambda _, value: self.stats.update(value)),
+                     ("kept", lambda: list(range(self.parts)), lambda _, value: None)])
         self.stats["dedup_keys"] = sum(keys)
 
     def kept_clips(self) -> Iterator[tuple[int, list[ClipRecord]]]:
-        """Each part's kept clips after dedup (for transcode and caption), one part in memory at a time."""
-        layout = self.layout
-        dups = {}
-        if layout.fs.exists(layout.dups):
-            dups = {r["clip_id"]: r["dup_of"] for r in layout.read_table(layout.dups).to_pylist()
-                    if r["dup_of"] is not None}
+        """Each part's kept clips after dedup (for transcode and caption), one part in the driver at a time."""
         for part in range(self.parts):
-            clips = []
-            for record in layout.read_lines(layout.part("decided", part, "jsonl")):
-                clips += [c for c in InputResult.from_work_json(record).clips if c.kept and c.clip_id not in dups]
-            yield part, clips
+            yield part, [ClipRecord.from_work_row(row)
+                         for row in self.layout.read_lines(self.layout.part("kept", part, "jsonl"))]
 
     def save_updates(self, part: int, kept: list[ClipRecord]) -> None:
         """What transcode and caption set on a part's kept clips, for PlanPart to apply."""

@@ -154,10 +154,8 @@ def rank_of(values: list[float]) -> tuple:
     return (aesthetic, sharpness, int(area) if math.isfinite(area) else area)
 
 
-class PlanPart(Stage):
-    """A decided part made final except for shard names: duplicates and updates applied, tables written."""
-
-    name = "finalize_plan"
+class WithDups(Stage):
+    """A part stage that needs the duplicate groups (dups.parquet: read once per actor, never by the driver)."""
 
     def __init__(self, settings: Settings, resources=None):
         super().__init__(resources)
@@ -170,6 +168,26 @@ class PlanPart(Stage):
             rows = layout.read_table(layout.dups).to_pylist() if layout.fs.exists(layout.dups) else []
             self.dups = {r["clip_id"]: (r["dup_group"], r["dup_of"]) for r in rows}
         return self.dups
+
+
+class KeptPart(WithDups):
+    """A decided part's clips still kept after global dedup, for transcode and caption (kept/part-N.jsonl)."""
+
+    name = "finalize_kept"
+
+    def process(self, part: int) -> int:
+        layout, dups = self.s.layout, self._load_dups()
+        kept = [clip.work_row() for record in layout.read_lines(layout.part("decided", part, "jsonl"))
+                for clip in InputResult.from_work_json(record).clips
+                if clip.kept and dups.get(clip.clip_id, (None, None))[1] is None]
+        layout.write_lines(layout.part("kept", part, "jsonl"), (json.dumps(row) for row in kept))
+        return len(kept)
+
+
+class PlanPart(WithDups):
+    """A decided part made final except for shard names: duplicates and updates applied, tables written."""
+
+    name = "finalize_plan"
 
     def process(self, part: int) -> dict[str, Any]:
         layout, dups = self.s.layout, self._load_dups()
