@@ -7,7 +7,8 @@ wall time, clips/s; and the driver RSS ratio of the largest size to the one befo
     python bench/scale.py                      # 10k and 100k inputs
     python bench/scale.py --sizes 10000,100000,1000000
 
-Needs about 3 KB of disk per input under --workdir (deleted at the end unless --keep). Shards are planned,
+Needs about 40 KB of disk per input under --workdir (records plus finalize's parts; a 1M-input run needs more than
+40 GB free; deleted at the end unless --keep). Shards are planned,
 not written (no clip bytes: every kept clip counts as --clip-bytes); writing them is the worker shard stage.
 """
 
