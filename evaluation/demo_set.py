@@ -32,12 +32,13 @@ def _kept_clips(curated: Path, fps: float) -> list[tuple[str, str]]:
     """(key, shard) of kept clips at `fps`, longest first."""
     import duckdb
 
-    manifest = curated / "manifest.parquet"
-    if not manifest.is_file():
+    manifest = curated / "manifest.parquet"  # a single file, or the dataset directory of parts
+    if not manifest.exists():
         raise FileNotFoundError(f"not a curated output (no manifest.parquet): {curated}")
+    source = str(manifest / "*.parquet") if manifest.is_dir() else str(manifest)
     rows = duckdb.execute(
         "SELECT key, shard FROM read_parquet(?) WHERE kept AND shard IS NOT NULL AND abs(fps - ?) < 0.01 "
-        "ORDER BY duration_s DESC, key", [str(manifest), fps]).fetchall()
+        "ORDER BY duration_s DESC, key", [source, fps]).fetchall()
     return [(key, shard) for key, shard in rows]
 
 
