@@ -249,43 +249,27 @@ def build_probes(config: dict[str, Any]) -> Probes:
     torch.manual_seed(0)
     probes, reasons = Probes(), {}
 
-    def attempt(name: str, make: Callable[[], Any]) -> Any:
+    def attempt(name: str, make: Callable[[], Any], wrap: Callable[[Any], Any] = lambda model: model) -> Any:
+        """Build one model; set the probe `name` to `wrap(model)`, or record why it has none."""
         try:
-            return make()
+            model = make()
         except WeightsMissing as exc:
             reasons[name] = str(exc)
-        return None
+            return None
+        setattr(probes, name, wrap(model))
+        return model
 
-    dino = attempt("dino", lambda: build_dino(config))
-    if dino is not None:
-        probes.dino = lambda x: dino_forward(dino, x)
-    clip_b32 = attempt("clip_b32", lambda: build_clip(config, "clip_vitb32"))
-    if clip_b32 is not None:
-        probes.clip_b32 = clip_b32.encode_image
-    clip_l14 = attempt("clip_l14", lambda: build_clip(config, "clip_vitl14"))
-    if clip_l14 is not None:
-        probes.clip_l14 = clip_l14.encode_image
-    head = attempt("laion_head", lambda: build_laion_head(config, clip_l14.visual.output_dim if clip_l14 else 768))
-    if head is not None:
-        probes.laion_head = head
-    raft = attempt("flow", lambda: build_raft(config))
-    if raft is not None:
-        probes.flow = raft_flow_fn(raft, int(config["vbench"]["raft_iters"]))
-    dreamsim = attempt("dreamsim", lambda: build_dreamsim(config))
-    if dreamsim is not None:
-        probes.dreamsim = dreamsim_embed_fn(dreamsim)
-    musiq = attempt("musiq", lambda: build_musiq(config))
-    if musiq is not None:
-        probes.musiq = musiq_score_fn(musiq)
-    amt = attempt("interpolate", lambda: build_amt(config))
-    if amt is not None:
-        from vidmill.evaluation.models_amt import interpolator
+    from vidmill.evaluation.models_amt import interpolator
+    from vidmill.evaluation.models_cotracker import tracker
 
-        probes.interpolate = interpolator(amt)
-    cotracker = attempt("tracker", lambda: build_cotracker(config))
-    if cotracker is not None:
-        from vidmill.evaluation.models_cotracker import tracker
-
-        probes.tracker = tracker(cotracker)
+    attempt("dino", lambda: build_dino(config), lambda model: lambda x: dino_forward(model, x))
+    attempt("clip_b32", lambda: build_clip(config, "clip_vitb32"), lambda model: model.encode_image)
+    clip_l14 = attempt("clip_l14", lambda: build_clip(config, "clip_vitl14"), lambda model: model.encode_image)
+    attempt("laion_head", lambda: build_laion_head(config, clip_l14.visual.output_dim if clip_l14 else 768))
+    attempt("flow", lambda: build_raft(config), lambda model: raft_flow_fn(model, int(config["vbench"]["raft_iters"])))
+    attempt("dreamsim", lambda: build_dreamsim(config), dreamsim_embed_fn)
+    attempt("musiq", lambda: build_musiq(config), musiq_score_fn)
+    attempt("interpolate", lambda: build_amt(config), interpolator)
+    attempt("tracker", lambda: build_cotracker(config), tracker)
     probes.reasons = reasons
     return probes
