@@ -78,13 +78,9 @@ class Layout:
     def out(self, name: str) -> str:
         return f"{self.output}/{name}"
 
-    def rel(self, path: str) -> str:
-        """`path` relative to OUTPUT, as the Store takes it."""
-        return path[len(self.output) + 1:] if self.output else path.lstrip("/")
-
     # -- reading and writing ------------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
-        self.store.put(self.rel(path), data)
+        self.store.put(self.store.rel(path), data)
 
     def read_json(self, path: str) -> Any:
         try:

@@ -99,7 +99,8 @@ class Store:
         """`rel` as a user would write it (for messages and run.json)."""
         return f"{self.uri}/{rel}" if rel else self.uri
 
-    def _rel(self, path: str) -> str:
+    def rel(self, path: str) -> str:
+        """A filesystem path under the root, relative to it (as `put` and `get` take it)."""
         return path[len(self._root) + 1:] if path.startswith(self._root + "/") else path
 
     # -- writing ---------------------------------------------------------------------------------
@@ -193,13 +194,13 @@ class Store:
             found = self.fs.find(self.path(rel), detail=True)
         except FileNotFoundError:
             return {}
-        return {self._rel(path): int(info.get("size") or 0) for path, info in found.items()
+        return {self.rel(path): int(info.get("size") or 0) for path, info in found.items()
                 if info.get("type", "file") != "directory"}
 
     def glob(self, pattern: str) -> list[str]:
         """Relative paths matching `pattern` (fsspec glob: *, **, ?, [..])."""
         self._fresh(pattern.split("*", 1)[0].rsplit("/", 1)[0])
-        return sorted(self._rel(p) for p in self.fs.glob(self.path(pattern)))
+        return sorted(self.rel(p) for p in self.fs.glob(self.path(pattern)))
 
     def _fresh(self, rel: str) -> None:
         """Object stores cache listings per filesystem instance: other processes write here, so drop them."""
