@@ -25,11 +25,13 @@ from vidmill.model.vae import VideoVAE
 from vidmill.training.generate import GenerateRequest, RunModels, generate
 from vidmill.training.sampler import ChunkSampler, SamplerConfig
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def models_for(size_name: str, distilled: bool) -> RunModels:
     torch.manual_seed(0)
     size = get_size(size_name)
-    return RunModels(DiT(size.dit).eval(), VideoVAE(size.vae).eval(), size, distilled, 0)
+    return RunModels(DiT(size.dit).to(DEVICE).eval(), VideoVAE(size.vae).to(DEVICE).eval(), size, distilled, 0)
 
 
 def chunk_seconds(size_name: str) -> float:
@@ -63,7 +65,7 @@ def run_sampler(dit: DiT, n: int, hw: tuple[int, int], use_cache: bool, steps: i
 
 def cache_vs_recompute(size_name: str, chunks: list[int], hw: tuple[int, int], steps: int) -> None:
     torch.manual_seed(0)
-    dit = DiT(get_size(size_name).dit).eval()
+    dit = DiT(get_size(size_name).dit).to(DEVICE).eval()
     run_sampler(dit, 2, hw, True, steps)  # warm-up
     print(f"\n2. KV cache vs recompute: size {size_name}, latent {hw}, {steps} steps, 4 chunks in flight")
     print(f"{'chunks':>6} {'kv cache s':>11} {'recompute s':>12} {'speed-up':>9} {'max diff':>9}")

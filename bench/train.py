@@ -37,22 +37,26 @@ BUDGET = {"tiny": 1536, "small": 2048}
 CHUNKS = {"tiny": list(range(1, 9)), "small": list(range(1, 5))}
 
 
-def make_trainer(size_name: str, samples, steps: int, mode: str, batch: int, budget: int, out: Path) -> Trainer:
+def make_trainer(size_name: str, samples, steps: int, mode: str, batch: int, budget: int, out: Path,
+                 attention: str = "sdpa", compile: bool = False) -> Trainer:
     size = get_size(size_name)
     config = RunConfig(size, TrainConfig(steps=steps + 2, warmup_steps=1, checkpoint_every=10**9,
-                                         token_budget=budget, deterministic=False))
+                                         token_budget=budget, deterministic=False, compile=compile))
     loader = MemoryLoader(samples, budget, size.dit.patch, mode=mode, batch_size=batch)
     objective = FlowMatching(size.dit, FlowMatchingConfig(), pad_to_budget=mode == "padded")
     torch.manual_seed(0)
-    trainer = Trainer(config, out / f"{size_name}-{mode}", DiT(size.dit), objective, loader, progress=False,
+    dit = DiT(size.dit)
+    dit.backend = attention
+    trainer = Trainer(config, out / f"{size_name}-{mode}", dit, objective, loader, progress=False,
                       flops_config=size.dit)
     trainer._iter = iter(loader)
     return trainer
 
 
-def measure(size_name: str, samples, steps: int, batch: int, budget: int, out: Path) -> dict[str, dict]:
+def measure(size_name: str, samples, steps: int, batch: int, budget: int, out: Path, attention: str = "sdpa",
+            compile: bool = False) -> dict[str, dict]:
     """Packed and padded steps alternate, so both see the same machine load; two warm-up steps each."""
-    trainers = {mode: make_trainer(size_name, samples, steps, mode, batch, budget, out)
+    trainers = {mode: make_trainer(size_name, samples, steps, mode, batch, budget, out, attention, compile)
                 for mode in ("packed", "padded")}
     rows: dict[str, list[dict]] = {mode: [] for mode in trainers}
     for i in range(steps + 2):
@@ -79,15 +83,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--batch", type=int, default=4, help="samples per padded batch")
+    parser.add_argument("--attention", default="sdpa", choices=("sdpa", "flex", "flash"),
+                        help="the DiT's attention backend (flex and flash train on CUDA only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each DiT block (as the trainer does)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch threads {torch.get_num_threads()}")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"attention {args.attention}, compile {args.compile}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sizes.split(","):
             cfg = get_size(name).dit
             samples = synthetic_samples(256, cfg.latent_channels, cfg.chunk_frames, BUCKETS[name],
                                         CHUNKS[name], cfg.text_dim, seed=0)
-            both = measure(name, samples, args.steps, args.batch, BUDGET[name], Path(tmp))
+            both = measure(name, samples, args.steps, args.batch, BUDGET[name], Path(tmp), args.attention,
+                           args.compile)
             packed, padded = both["packed"], both["padded"]
             ratio = packed["tokens_per_s"] / padded["tokens_per_s"]
             median_ratio = packed["median_tokens_per_s"] / padded["median_tokens_per_s"]
@@ -96,7 +106,8 @@ def main() -> None:
                   f"packed/padded {ratio:.2f}x (median step {median_ratio:.2f}x; "
                   f"target >= 1.3x); loader stall {packed['stall_pct']:.2f} % "
                   f"(target < 2 %); MFU {'not measured (no GPU)' if packed['mfu'] is None else packed['mfu']}")
-    print("flex / flash-attn block-causal speed vs dense SDPA: not measured (CUDA only; no GPU on this machine)")
+    if not torch.cuda.is_available():
+        print("flex / flash-attn block-causal speed vs dense SDPA: not measured (CUDA only; no GPU on this machine)")
 
 
 if __name__ == "__main__":

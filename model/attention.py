@@ -110,6 +110,38 @@ def _flash_varlen(q, k, v, mask: AttnMask):
     return result
 
 
+_FLEX_COMPILED = None
+_LAST_BLOCK_MASK: tuple | None = None  # (weak refs to the layout tensors, window, isolate, lengths, BlockMask)
+
+
+def _flex_kernel():
+    """flex_attention compiled once per process (fused kernels on CUDA; uncompiled it materialises the scores)."""
+    global _FLEX_COMPILED
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if _FLEX_COMPILED is None:
+        _FLEX_COMPILED = torch.compile(flex_attention)
+    return _FLEX_COMPILED
+
+
+def _cached_block_mask(q_layout: TokenLayout, k_layout: TokenLayout, window, isolate, make):
+    """Every block of one forward pass shares its layouts: build their BlockMask once, not once per block.
+
+    Keyed by weak references to the layout tensors themselves, so a new batch (new tensors) never hits."""
+    global _LAST_BLOCK_MASK
+    import weakref
+
+    tensors = (q_layout.sample_id, q_layout.chunk_id, k_layout.sample_id, k_layout.chunk_id)
+    key = (window, isolate, len(q_layout), len(k_layout))
+    if _LAST_BLOCK_MASK is not None:
+        refs, old_key, mask = _LAST_BLOCK_MASK
+        if old_key == key and all(r() is t for r, t in zip(refs, tensors, strict=True)):
+            return mask
+    mask = make()
+    _LAST_BLOCK_MASK = (tuple(weakref.ref(t) for t in tensors), key, mask)
+    return mask
+
+
 def _flex(q, k, v, q_layout, k_layout, window, isolate):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -125,9 +157,21 @@ def _flex(q, k, v, q_layout, k_layout, window, isolate):
             ok = ok | ((qi == kj) & (qs[qi] < 0))
         return ok
 
-    block_mask = create_block_mask(mask_mod, None, None, q.shape[1], k.shape[1], device=q.device)
-    out = flex_attention(q[None], k[None], v[None], block_mask=block_mask, enable_gqa=k.shape[0] != q.shape[0])
-    return out[0]
+    def make():
+        return create_block_mask(mask_mod, None, None, q.shape[1], k.shape[1], device=q.device)
+
+    if q.device.type != "cuda":
+        return flex_attention(q[None], k[None], v[None], block_mask=make(), enable_gqa=k.shape[0] != q.shape[0])[0]
+    return _flex_fused(q, k, v, q_layout, k_layout, window, isolate, make)
+
+
+@torch.compiler.disable
+def _flex_fused(q, k, v, q_layout, k_layout, window, isolate, make):
+    """The compiled flex kernel with the forward pass's shared block mask, run outside any compiled block (a
+    graph break there): inductor fails on flex traced inside a block compiled with dynamic lengths (CantSplit,
+    torch 2.11, measured on an H200), and this kernel is compiled already."""
+    block_mask = _cached_block_mask(q_layout, k_layout, window, isolate, make)
+    return _flex_kernel()(q[None], k[None], v[None], block_mask=block_mask, enable_gqa=k.shape[0] != q.shape[0])[0]
 
 
 def _flash(q, k, v, q_layout, k_layout, window, isolate):

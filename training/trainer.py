@@ -33,6 +33,7 @@ from vidmill.training.parallelize import (
     all_reduce_min,
     all_reduce_sum,
     full_tensor,
+    init_distributed,
     no_grad_sync,
     parallelize,
     resolve_mode,
@@ -68,7 +69,7 @@ class Trainer:
                  flops_config=None):
         self.config, self.tc = config, config.train
         self.run_dir = Path(run_dir)
-        self.info = info or DistInfo()
+        self.info = info or init_distributed()  # a single process: the GPU where there is one
         self.device = self.info.device
         self.name, self.objective, self.loader = name, objective, loader
         self.extra_weights = extra_weights

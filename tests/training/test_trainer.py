@@ -78,7 +78,8 @@ def test_loss_falls(latents_file, write_config, tmp_path):
     row = read_metrics(tmp_path / "run")[-1]
     for key in ("step", "loss", "lr", "grad_norm", "tokens", "padding", "samples_per_s", "mfu"):
         assert key in row
-    assert row["tokens"] > 0 and 0 <= row["padding"] < 1 and row["mfu"] is None  # no MFU on the CPU
+    assert row["tokens"] > 0 and 0 <= row["padding"] < 1
+    assert (row["mfu"] is None) == (not torch.cuda.is_available())  # no MFU on the CPU
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
