@@ -13,6 +13,7 @@ description (model/mask.py), which the packing loader emits with every batch.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -129,8 +130,6 @@ def _cached_block_mask(q_layout: TokenLayout, k_layout: TokenLayout, window, iso
 
     Keyed by weak references to the layout tensors themselves, so a new batch (new tensors) never hits."""
     global _LAST_BLOCK_MASK
-    import weakref
-
     tensors = (q_layout.sample_id, q_layout.chunk_id, k_layout.sample_id, k_layout.chunk_id)
     key = (window, isolate, len(q_layout), len(k_layout))
     if _LAST_BLOCK_MASK is not None:
