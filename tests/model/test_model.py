@@ -121,6 +121,25 @@ def test_backends_agree_where_both_run():
                                    rtol=2e-3)
 
 
+def test_flex_block_mask_is_built_once_per_layout():
+    """The CUDA flex path shares one block mask across a forward pass's blocks, and never reuses it for new tensors."""
+    from vidmill.model.attention import _cached_block_mask
+
+    built = []
+
+    def make():
+        built.append(1)
+        return object()
+
+    a = TokenLayout(torch.zeros(8, dtype=torch.long), torch.arange(8) // 4)
+    first = _cached_block_mask(a, a, None, False, make)
+    assert _cached_block_mask(a, a, None, False, make) is first and len(built) == 1  # the next block: a hit
+    assert _cached_block_mask(a, a, 2, False, make) is not first  # another window
+    b = TokenLayout(a.sample_id.clone(), a.chunk_id.clone())  # equal values, a new batch's tensors
+    assert _cached_block_mask(b, b, 2, False, make) is not _cached_block_mask(a, a, 2, False, make)
+    assert len(built) == 4
+
+
 def test_backend_that_cannot_run_here_is_a_clear_error():
     layout = TokenLayout(torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long))
     q = torch.randn(2, 4, 8, requires_grad=True)
