@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import yaml
+
 
 def _model_info(args: argparse.Namespace) -> int:
     from vidmill.model.sizes import describe
@@ -22,7 +24,10 @@ def _latents(args: argparse.Namespace) -> int:
     config = LatentsConfig(vae=args.vae, size=args.size or (args.vae if args.vae in ("tiny", "small") else "tiny"),
                            buckets=buckets, max_chunks=args.max_chunks, text=args.text, text_path=args.text_path,
                            dtype=args.dtype, seed=args.seed)
-    summary = run_latents(args.output, args.out, config, args.address, args.actors)
+    options = yaml.safe_load(args.storage_options) if args.storage_options else None
+    if options is not None and not isinstance(options, dict):
+        raise SystemExit(f"--storage-options must be a mapping, got {args.storage_options!r}")
+    summary = run_latents(args.output, args.out, config, args.address, args.actors, options)
     print(json.dumps({k: summary[k] for k in ("clips", "ok", "errors", "shards", "shards_resumed", "wall_s", "vae")},
                      indent=2))
     return 0
@@ -30,7 +35,10 @@ def _latents(args: argparse.Namespace) -> int:
 
 def _add_latents(sub: argparse._SubParsersAction) -> None:
     latents = sub.add_parser("latents", help="VAE-encode the kept clips of a curated output into latent shards")
-    latents.add_argument("output", help="curated output directory (manifest.parquet + shards/)")
+    latents.add_argument("output", help="curated output (manifest.parquet + shards/): a directory or an fsspec URL "
+                                        "such as s3://bucket/curated")
+    latents.add_argument("--storage-options", help="YAML mapping for the curated output's filesystem, e.g. "
+                                                   "'{endpoint_url: \"http://minio:9000\"}' (s3fs)")
     latents.add_argument("--vae", required=True, help="a size name (random-init, untrained) or a .safetensors VAE")
     latents.add_argument("--out", required=True, help="latents output directory")
     latents.add_argument("--size", help="model size for chunk length / checkpoint config (default: the --vae size)")

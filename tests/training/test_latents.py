@@ -60,6 +60,32 @@ def test_rerun_skips_finished_shards(curated, latents, capsys):
     assert printed["ok"] == first["ok"] and printed["vae"]["trained"] is False
 
 
+def test_latents_read_a_curated_output_on_s3(curated, latents, moto_s3, tmp_path, capsys):
+    """The curated output on an S3 endpoint (moto on 127.0.0.1), given as s3:// with --storage-options: the encoder
+    actors read the shards from the bucket, and the latents equal those of the local output, byte for byte."""
+    import s3fs
+
+    from vidmill.cli import main
+
+    fs = s3fs.S3FileSystem(**moto_s3)
+    for path in sorted(p for p in curated.rglob("*") if p.is_file()):
+        rel = path.relative_to(curated).as_posix()
+        if rel.startswith(("manifest.parquet", "shards/")):
+            fs.put_file(str(path), f"vidmill/curated/{rel}")
+    out = tmp_path / "from-s3"
+    assert main(["latents", "s3://vidmill/curated", "--vae", "tiny", "--out", str(out),
+                 "--storage-options", json.dumps(moto_s3)]) == 0
+    assert json.loads(capsys.readouterr().out)["shards_resumed"] == 0
+    local = latents[0]
+    assert pq.read_table(out / "manifest.parquet").to_pylist() == pq.read_table(local / "manifest.parquet").to_pylist()
+    shards = sorted(p.name for p in (local / "shards").glob("*.tar"))
+    assert shards and shards == sorted(p.name for p in (out / "shards").glob("*.tar"))
+    for name in shards:
+        with tarfile.open(local / "shards" / name) as a, tarfile.open(out / "shards" / name) as b:
+            assert [(m.name, a.extractfile(m).read()) for m in a if m.isfile()] == \
+                [(m.name, b.extractfile(m).read()) for m in b if m.isfile()], name
+
+
 def test_a_clip_that_fails_is_an_error_row(curated, latents, tmp_path):
     """A kept clip whose mp4 is gone from its shard: an error row, and every other clip of the shard encoded."""
     from vidmill.training.data.encode import ClipEncoder

@@ -1,8 +1,10 @@
 """`vidmill latents`: VAE-encode the kept clips of a curated output into latent shards, on Ray.
 
 Reads OUTPUT/manifest.parquet (kept rows) and OUTPUT/shards/*.tar (the curated output contract, nothing of
-pipeline/'s internals). One Ray Data `map_batches` over source shards with an encoder actor class (the VAE and
-text encoder load once per actor; a GPU each when the cluster has GPUs) writes, per source shard:
+pipeline/'s internals). OUTPUT is a local directory or any fsspec URL (`s3://bucket/curated` with
+`storage_options` for s3fs): the encoder actors read their shards from it themselves. One Ray Data
+`map_batches` over source shards with an encoder actor class (the VAE and text encoder load once per actor; a
+GPU each when the cluster has GPUs) writes, per source shard:
 
   LATENTS/shards/<shard>.tar      {key}.latent.safetensors, {key}.text.safetensors, {key}.json
   LATENTS/parts/<shard>.parquet   that shard's rows (written after its tar: a finished shard is skipped on rerun)
@@ -22,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -52,9 +55,9 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
                                 schema=MANIFEST_SCHEMA)
 
 
-def _read_members(path: Path) -> dict[str, dict[str, bytes]]:
+def _read_members(path: str | Path, fs: fsspec.AbstractFileSystem | None = None) -> dict[str, dict[str, bytes]]:
     out: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(path) as tar:
+    with (fs or fsspec.filesystem("file")).open(str(path), "rb") as handle, tarfile.open(fileobj=handle) as tar:
         for info in tar:
             if info.isfile():
                 key, _, suffix = Path(info.name).name.partition(".")
@@ -62,12 +65,14 @@ def _read_members(path: Path) -> dict[str, dict[str, bytes]]:
     return out
 
 
-def encode_shard(encoder, source: Path, rows: list[dict], out_dir: Path, digest: str) -> list[dict]:
-    """Encode one source shard's kept clips into out_dir/shards/<name>; every clip gets a row."""
-    name = source.name
+def encode_shard(encoder, source: str | Path, rows: list[dict], out_dir: Path, digest: str,
+                 fs: fsspec.AbstractFileSystem | None = None) -> list[dict]:
+    """Encode one source shard's kept clips (a local path, or a path on `fs`) into out_dir/shards/<name>; every clip
+    gets a row."""
+    name = str(source).rstrip("/").rsplit("/", 1)[-1]
     base = {"source_shard": name, "config_hash": digest}
     try:
-        members = _read_members(source)
+        members = _read_members(source, fs)
     except (tarfile.TarError, OSError) as exc:
         return [{**base, "clip_id": r["clip_id"], "key": r["key"], "status": "error",
                  "error": f"source shard unreadable: {exc}", "duration_s": r["duration_s"]} for r in rows]
@@ -103,18 +108,19 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 class ShardEncoderActor:
     """Ray Data actor: builds the encoder once, encodes one source shard per call."""
 
-    def __init__(self, config: dict, out_dir: str, digest: str):
+    def __init__(self, config: dict, out_dir: str, digest: str, curated: str, storage_options: dict):
         from vidmill.training.data.encode import ClipEncoder
 
         cfg = dict(config)
         cfg["buckets"] = tuple(tuple(b) for b in cfg["buckets"])
         self.encoder = ClipEncoder(LatentsConfig(**cfg))
         self.out_dir, self.digest = Path(out_dir), digest
+        self.fs, _ = fsspec.core.url_to_fs(curated, **storage_options)  # the shards are read here, not by the driver
 
     def __call__(self, batch: dict) -> dict:
         rows_out = []
         for source, rows_json in zip(batch["source"], batch["rows"], strict=True):
-            rows_out += encode_shard(self.encoder, Path(source), json.loads(rows_json), self.out_dir, self.digest)
+            rows_out += encode_shard(self.encoder, source, json.loads(rows_json), self.out_dir, self.digest, self.fs)
         return {"row": [json.dumps(r, default=str) for r in rows_out]}
 
 
@@ -131,15 +137,20 @@ def _done(part: Path, rows: list[dict], digest: str) -> bool:
 
 
 def run_latents(curated: str | Path, out: str | Path, config: LatentsConfig, address: str | None = None,
-                actors: int | None = None) -> dict:
-    """Encode every kept clip; return the run summary (also written to LATENTS/run.json)."""
-    curated, out = Path(curated), Path(out)
+                actors: int | None = None, storage_options: dict | None = None) -> dict:
+    """Encode every kept clip; return the run summary (also written to LATENTS/run.json).
+
+    `curated` is a local directory or an fsspec URL; `storage_options` go to its filesystem (s3fs: endpoint_url,
+    key, secret, ...). LATENTS (`out`) is local."""
+    out = Path(out)
     started = time.time()
-    manifest = curated / "manifest.parquet"
-    if not manifest.exists():
-        raise FileNotFoundError(f"no curated manifest at {manifest}; run `vidmill curate` first")
+    storage_options = storage_options or {}
+    fs, root = fsspec.core.url_to_fs(str(curated), **storage_options)
+    manifest = f"{root.rstrip('/')}/manifest.parquet"
+    if not fs.exists(manifest):
+        raise FileNotFoundError(f"no curated manifest at {curated}/manifest.parquet; run `vidmill curate` first")
     # a single file or the manifest.parquet/ dataset directory (part-00000.parquet ...): read as one table
-    kept = [r for r in pq.read_table(manifest).to_pylist() if r.get("kept") and r.get("shard")]
+    kept = [r for r in pq.read_table(manifest, filesystem=fs).to_pylist() if r.get("kept") and r.get("shard")]
     by_shard: dict[str, list[dict]] = {}
     for r in kept:
         by_shard.setdefault(r["shard"], []).append(r)
@@ -149,7 +160,7 @@ def run_latents(curated: str | Path, out: str | Path, config: LatentsConfig, add
     todo = [(s, rows) for s, rows in sorted(by_shard.items())
             if not _done(out / "parts" / f"{Path(s).stem}.parquet", rows, digest)]
     if todo:
-        _run_on_ray(curated, out, config, digest, todo, address, actors)
+        _run_on_ray(str(curated).rstrip("/"), storage_options, out, config, digest, todo, address, actors)
     rows = []
     for shard in sorted(by_shard):
         part = out / "parts" / f"{Path(shard).stem}.parquet"
@@ -167,7 +178,8 @@ def run_latents(curated: str | Path, out: str | Path, config: LatentsConfig, add
     return summary
 
 
-def _run_on_ray(curated: Path, out: Path, config: LatentsConfig, digest: str, todo, address, actors) -> None:
+def _run_on_ray(curated: str, storage_options: dict, out: Path, config: LatentsConfig, digest: str, todo, address,
+                actors) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
@@ -177,8 +189,10 @@ def _run_on_ray(curated: Path, out: Path, config: LatentsConfig, digest: str, to
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     n = actors or max(1, min(len(todo), gpus or max(1, int(resources.get("CPU", 1)) - 1)))
-    items = [{"source": str(curated / "shards" / s), "rows": json.dumps(rows, default=str)} for s, rows in todo]
+    _, root = fsspec.core.url_to_fs(curated, **storage_options)
+    items = [{"source": f"{root.rstrip('/')}/shards/{s}", "rows": json.dumps(rows, default=str)} for s, rows in todo]
     ds = ray.data.from_items(items).map_batches(
-        ShardEncoderActor, fn_constructor_kwargs={"config": asdict(config), "out_dir": str(out), "digest": digest},
+        ShardEncoderActor, fn_constructor_kwargs={"config": asdict(config), "out_dir": str(out), "digest": digest,
+                                                  "curated": curated, "storage_options": storage_options},
         batch_size=1, concurrency=n, num_gpus=1 if gpus else 0, num_cpus=0.5 if not gpus else 1)
     ds.take_all()  # rows land in the parts; the driver reads them back
