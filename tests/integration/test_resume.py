@@ -19,8 +19,11 @@ VIDMILL = [sys.executable, "-m", "vidmill"]
 
 
 def start(samples: Path, out: Path) -> subprocess.Popen:
+    """The driver, with SIGINT at its default even if the suite inherited it ignored (a shell without job
+    control starts background commands so, and Python keeps an inherited SIG_IGN: Ctrl-C would do nothing)."""
     return subprocess.Popen([*VIDMILL, "curate", str(samples), str(out), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_markers(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> int:
