@@ -13,6 +13,7 @@ description (model/mask.py), which the packing loader emits with every batch.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass
 
@@ -111,18 +112,15 @@ def _flash_varlen(q, k, v, mask: AttnMask):
     return result
 
 
-_FLEX_COMPILED = None
 _LAST_BLOCK_MASK: tuple | None = None  # (weak refs to the layout tensors, window, isolate, lengths, BlockMask)
 
 
+@functools.cache
 def _flex_kernel():
     """flex_attention compiled once per process (fused kernels on CUDA; uncompiled it materialises the scores)."""
-    global _FLEX_COMPILED
     from torch.nn.attention.flex_attention import flex_attention
 
-    if _FLEX_COMPILED is None:
-        _FLEX_COMPILED = torch.compile(flex_attention)
-    return _FLEX_COMPILED
+    return torch.compile(flex_attention)
 
 
 def _cached_block_mask(q_layout: TokenLayout, k_layout: TokenLayout, window, isolate, make):

@@ -145,22 +145,28 @@ def _analyse(stream, store: _Store, analyze: AnalyzeInput) -> None:
             stream.analysed(Done(tag, rng, value=analyze.offload(analyze.process(rng), store.put)))
 
 
-def test_lost_taps_make_the_driver_analyse_the_input_again_once(samples):
-    """Scorers that cannot fetch an input's taps (in ranges: segment_s 2) get the input analysed again; a
-    second loss finishes it as a retryable failure (reported, redone on the next run), never a crash."""
+def _motion_stream(samples, config: CurateConfig):
+    """The driver's analyse-and-score stream for cuts.mp4 with the motion scorer, its input queued for analysis.
+    Returns (stream, finished (result, retryable) pairs, store, analyze stage, the motion queue)."""
     from tqdm import tqdm
 
     from vidmill.pipeline.stream import AnalyseAndScore
 
-    config = CurateConfig()
-    config.decode.segment_s = 2.0
     (ref,) = list_inputs(str(samples / "cuts.mp4"), config.source)
     finished = []
     stream = AnalyseAndScore(config, _Runner(), [MotionScorer], lambda r, retry: finished.append((r, retry)),
                              lambda clips: [], lambda done: None, progress=False)
     stream.bar, stream.total = tqdm(disable=True), lambda: 1
-    store, analyze, motion = _Store(), AnalyzeInput(config), stream.scoring[0]
     stream.analyze.submit(ref.input_id, InputRange(ref, split=True))
+    return stream, finished, _Store(), AnalyzeInput(config), stream.scoring[0]
+
+
+def test_lost_taps_make_the_driver_analyse_the_input_again_once(samples):
+    """Scorers that cannot fetch an input's taps (in ranges: segment_s 2) get the input analysed again; a
+    second loss finishes it as a retryable failure (reported, redone on the next run), never a crash."""
+    config = CurateConfig()
+    config.decode.segment_s = 2.0
+    stream, finished, store, analyze, motion = _motion_stream(samples, config)
     for attempt in range(2):
         _analyse(stream, store, analyze)
         batches = motion.take()
@@ -178,19 +184,9 @@ def test_lost_taps_make_the_driver_analyse_the_input_again_once(samples):
 
 
 def test_input_scored_after_a_redo_is_finished_normally(samples):
-    from tqdm import tqdm
-
-    from vidmill.pipeline.stream import AnalyseAndScore
-
     config = CurateConfig()
-    (ref,) = list_inputs(str(samples / "cuts.mp4"), config.source)
-    finished = []
-    stream = AnalyseAndScore(config, _Runner(), [MotionScorer], lambda r, retry: finished.append((r, retry)),
-                             lambda clips: [], lambda done: None, progress=False)
-    stream.bar, stream.total = tqdm(disable=True), lambda: 1
-    store, analyze, motion = _Store(), AnalyzeInput(config), stream.scoring[0]
+    stream, finished, store, analyze, motion = _motion_stream(samples, config)
     scorer = MotionScorer(config)
-    stream.analyze.submit(ref.input_id, InputRange(ref, split=True))
     _analyse(stream, store, analyze)
     for tag, batch in motion.take():
         stream.scored("motion", Done(tag, batch, error="motion: RefLost: gone", failure=FailureKind.EXCEPTION,

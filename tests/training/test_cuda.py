@@ -40,10 +40,6 @@ def test_flex_forward_and_backward_equal_sdpa(window):
         torch.testing.assert_close(flex, dense, atol=2e-3, rtol=2e-3, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def _losses(run_dir) -> list[float]:
-    return [r["loss"] for r in read_metrics(run_dir)]
-
-
 def test_bf16_training_learns_and_reports_mfu(latents_file, write_config, tmp_path):
     config = write_config(tmp_path / "c.yaml", steps=40, grad_accum=1, warmup_steps=4, checkpoint_every=40,
                           bf16=True)
@@ -62,7 +58,7 @@ def test_flex_training_follows_sdpa(latents_file, write_config, tmp_path):
         config = write_config(tmp_path / f"{backend}.yaml", steps=4, grad_accum=1, checkpoint_every=4, bf16=False,
                               attention=backend, deterministic=False)
         run_training(latents_file, config, tmp_path / backend, progress=False)
-        runs[backend] = _losses(tmp_path / backend)
+        runs[backend] = [r["loss"] for r in read_metrics(tmp_path / backend)]
     assert len(runs["flex"]) == 4
     for a, b in zip(runs["sdpa"], runs["flex"], strict=True):
         assert abs(a - b) <= 1e-3 * abs(a) + 1e-5, runs

@@ -146,7 +146,8 @@ def run_latents(curated: str | Path, out: str | Path, config: LatentsConfig, add
     started = time.time()
     storage_options = storage_options or {}
     fs, root = fsspec.core.url_to_fs(str(curated), **storage_options)
-    manifest = f"{root.rstrip('/')}/manifest.parquet"
+    root = root.rstrip("/")
+    manifest = f"{root}/manifest.parquet"
     if not fs.exists(manifest):
         raise FileNotFoundError(f"no curated manifest at {curated}/manifest.parquet; run `vidmill curate` first")
     # a single file or the manifest.parquet/ dataset directory (part-00000.parquet ...): read as one table
@@ -160,7 +161,7 @@ def run_latents(curated: str | Path, out: str | Path, config: LatentsConfig, add
     todo = [(s, rows) for s, rows in sorted(by_shard.items())
             if not _done(out / "parts" / f"{Path(s).stem}.parquet", rows, digest)]
     if todo:
-        _run_on_ray(str(curated).rstrip("/"), storage_options, out, config, digest, todo, address, actors)
+        _run_on_ray(str(curated), storage_options, f"{root}/shards", out, config, digest, todo, address, actors)
     rows = []
     for shard in sorted(by_shard):
         part = out / "parts" / f"{Path(shard).stem}.parquet"
@@ -178,8 +179,9 @@ def run_latents(curated: str | Path, out: str | Path, config: LatentsConfig, add
     return summary
 
 
-def _run_on_ray(curated: str, storage_options: dict, out: Path, config: LatentsConfig, digest: str, todo, address,
-                actors) -> None:
+def _run_on_ray(curated: str, storage_options: dict, shards: str, out: Path, config: LatentsConfig, digest: str, todo,
+                address, actors) -> None:
+    """`shards`: the source shards' folder as a path on `curated`'s filesystem (what the actors open)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
@@ -189,8 +191,7 @@ def _run_on_ray(curated: str, storage_options: dict, out: Path, config: LatentsC
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     n = actors or max(1, min(len(todo), gpus or max(1, int(resources.get("CPU", 1)) - 1)))
-    _, root = fsspec.core.url_to_fs(curated, **storage_options)
-    items = [{"source": f"{root.rstrip('/')}/shards/{s}", "rows": json.dumps(rows, default=str)} for s, rows in todo]
+    items = [{"source": f"{shards}/{s}", "rows": json.dumps(rows, default=str)} for s, rows in todo]
     ds = ray.data.from_items(items).map_batches(
         ShardEncoderActor, fn_constructor_kwargs={"config": asdict(config), "out_dir": str(out), "digest": digest,
                                                   "curated": curated, "storage_options": storage_options},

@@ -156,12 +156,8 @@ class ShortcutObjective:
         return unpack(out, p, _cfg(model))
 
     def _interp(self, x0: torch.Tensor, x1: torch.Tensor, u: torch.Tensor, frames: int) -> torch.Tensor:
-        t = self._t(u).to(x0.device).repeat_interleave(frames).view(1, -1, 1, 1)
+        t = _per_frame(self._t(u), frames, x0.device)
         return (1 - t) * x0 + t * x1
-
-    def _dt(self, u: torch.Tensor, u_next: torch.Tensor, frames: int, device: torch.device) -> torch.Tensor:
-        """Per-frame time step from chunk levels u to u_next, shaped to scale a [C, T, H, W] latent."""
-        return (self._t(u_next) - self._t(u)).to(device).repeat_interleave(frames).view(1, -1, 1, 1)
 
     @torch.no_grad()
     def _base_targets(self, noised: _Noised, xt: list[torch.Tensor], captions, frames: int) -> list[torch.Tensor]:
@@ -178,8 +174,7 @@ class ShortcutObjective:
         out = []
         for i, u in enumerate(noised.u):
             weights = [guidance_weights(float(t), cfg.w_prev, cfg.w_text, cfg.guidance_until) for t in self._t(u)]
-            w_prev, w_text = (torch.tensor([w[j] for w in weights], device=fm[i].device).repeat_interleave(frames)
-                              .view(1, -1, 1, 1) for j in (0, 1))
+            w_prev, w_text = (_per_frame(torch.tensor([w[j] for w in weights]), frames, fm[i].device) for j in (0, 1))
             out.append(fm[i] + (1 - w_prev) * (un[i] - ct[i]) + (w_prev - w_text) * (cp[i] - ct[i]))
         return out
 
@@ -196,10 +191,10 @@ class ShortcutObjective:
         offsets = [noised.offsets[i] for i in idx]
         x = [xt[i] for i in idx]
         v1 = self._forward(self.ema, self._pack(self.ema, x, us, caps, offsets), halves, counts)
-        dt1 = [self._dt(u, m, frames, a.device) for u, m, a in zip(us, u_mid, x, strict=True)]
+        dt1 = [_per_frame(self._t(m) - self._t(u), frames, a.device) for u, m, a in zip(us, u_mid, x, strict=True)]
         x_mid = [a + dt * v for a, dt, v in zip(x, dt1, v1, strict=True)]
         v2 = self._forward(self.ema, self._pack(self.ema, x_mid, u_mid, caps, offsets), halves, counts)
-        dt2 = [self._dt(m, e, frames, a.device) for m, e, a in zip(u_mid, u_end, x, strict=True)]
+        dt2 = [_per_frame(self._t(e) - self._t(m), frames, a.device) for m, e, a in zip(u_mid, u_end, x, strict=True)]
         clip = self.config.target_clip
         return [((a * va + b * vb) / (a + b).clamp(min=1e-12)).clamp(-clip, clip)
                 for a, va, b, vb in zip(dt1, v1, dt2, v2, strict=True)]
@@ -254,6 +249,11 @@ class ShortcutObjective:
             if part:
                 metrics[name] = float(torch.cat(part).detach().mean())
         return loss, metrics
+
+
+def _per_frame(per_chunk: torch.Tensor, frames: int, device: torch.device) -> torch.Tensor:
+    """Per-chunk values repeated for each latent frame, on `device`, shaped to scale a [C, T, H, W] latent."""
+    return per_chunk.to(device).repeat_interleave(frames).view(1, -1, 1, 1)
 
 
 def _cfg(model: nn.Module):
